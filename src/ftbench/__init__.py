@@ -1,0 +1,1 @@
+"""ftbench: a reproducible benchmark of QLoRA, GaLore and a staged QLoRA -> GaLore hybrid."""

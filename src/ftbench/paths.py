@@ -1,0 +1,24 @@
+"""Where each stage reads and writes; dvc.yaml names the same paths."""
+
+from pathlib import Path
+
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+BASE = MODELS / "base"
+METRICS = Path("metrics")
+DATA_SUMMARY = METRICS / "data.json"
+EVAL = METRICS / "eval"
+PREDICTIONS = METRICS / "predictions"
+TRAIN = METRICS / "train"
+CURVES = METRICS / "curves"
+RESOURCES = METRICS / "resources"
+REPORT = METRICS / "report.md"
+
+
+def model_dir(name: str) -> Path:
+    """`base`, a method name, or `merged/<method>` -> its folder under models/."""
+    return MODELS / name
+
+
+def split_file(dataset: str, split: str) -> Path:
+    return PREPARED / dataset / f"{split}.jsonl"

