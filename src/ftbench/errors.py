@@ -16,6 +16,7 @@ def stage_main(fn: Callable[[list[str]], None]) -> Callable[[list[str] | None], 
 
     @functools.wraps(fn)
     def main(argv: list[str] | None = None) -> None:
+        _quiet_progress_bars()
         try:
             fn(sys.argv[1:] if argv is None else argv)
         except UserError as err:
@@ -26,6 +27,13 @@ def stage_main(fn: Callable[[list[str]], None]) -> Callable[[list[str] | None], 
             sys.exit(130)
 
     return main
+
+
+def _quiet_progress_bars() -> None:
+    """Per-tensor loading bars drown the stage's own lines in `dvc repro` output."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
 
 
 def one_argument(argv: list[str], choices: list[str], stage: str) -> str:

@@ -103,7 +103,8 @@ def autocast():
 
 
 def answer_tokens(rows: list[dict]) -> int:
-    return sum(len(r["input_ids"]) - r["prompt_len"] - 1 for r in rows)  # -1: the first token has no target
+    """Tokens the loss is taken over: the answer and its end-of-turn token."""
+    return sum(len(r["input_ids"]) - r["prompt_len"] for r in rows)
 
 
 @torch.no_grad()

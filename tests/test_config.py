@@ -1,0 +1,75 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ftbench import config
+from ftbench.errors import UserError
+
+from .conftest import ROOT
+
+
+def write(tmp_path, mutate) -> str:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mutate(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def error_for(tmp_path, mutate) -> str:
+    with pytest.raises(UserError) as err:
+        config.load(write(tmp_path, mutate))
+    return str(err.value)
+
+
+def test_project_params_load_with_the_seed_hyperparameters():
+    p = config.load(ROOT / "params.yaml")
+    q = p.methods["qlora"]
+    assert (q.recipe, q.lr, q.epochs, q.batch_size, q.grad_accum) == ("qlora", 2e-4, 2, 4, 4)
+    assert (q.lora.r, q.lora.alpha) == (16, 32)
+    h = p.methods["hybrid"]
+    assert (h.init, h.lr, h.epochs, h.batch_size, h.grad_accum, h.galore.rank) == (
+        "merged/qlora", 5e-5, 1, 2, 8, 128)
+    assert p.methods["galore"].galore.rank == 128 and p.merge["qlora"].base == "nf4"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda p: p["train"].update(warmup_steps=3), "train.warmup_steps: Extra inputs are not permitted"),
+        (lambda p: p["methods"]["qlora"].update(lr="fast"), "methods.qlora.lr"),
+        (lambda p: p["methods"]["qlora"].update(lr=-1.0), "methods.qlora.lr: Input should be greater than 0"),
+        (lambda p: p["data"]["sizes"].update(test=0), "data.sizes.test"),
+        (lambda p: p.update(seed=-3), "seed"),
+        (lambda p: p["methods"]["galore"].update(lora={"r": 4}), "recipe galore takes no `lora` block"),
+        (lambda p: p["methods"]["qlora"].update(lora=None), "recipe qlora needs a `lora` block"),
+        (lambda p: p["methods"]["hybrid"].update(init="merged/nope"), "add `merge: {nope: ...}`"),
+        (lambda p: p["merge"].update(galore={"base": "nf4"}), "merge needs a qlora method named galore"),
+        (lambda p: p["methods"].update(base=p["methods"]["qlora"]), "not base or merged"),
+        (lambda p: p["data"].update(overlong="wrap"), "data.overlong"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path, mutate, expected):
+    message = error_for(tmp_path, mutate)
+    assert expected in message and "\n" not in message
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        config.load(bad)
+    with pytest.raises(UserError, match="not found"):
+        config.load(tmp_path / "absent.yaml")
+
+
+def test_a_stage_reports_bad_params_in_one_line_without_traceback(tmp_path):
+    write(tmp_path, lambda p: p["evaluate"].update(batch_size=0))
+    run = subprocess.run([sys.executable, "-m", "ftbench.report"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "ftbench: error: params.yaml: evaluate.batch_size: Input should be greater than 0 (got 0)"
+    ]
+    assert not (tmp_path / "metrics").exists()

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+import torch
+
+from ftbench import config, model, paths
+from ftbench.errors import UserError
+from ftbench.loading import load_model, load_tokenizer
+
+from .conftest import write_params
+
+
+def test_local_folder_becomes_a_safetensors_base_with_chat_template(project):
+    model.run(config.load())
+    assert (paths.BASE / "model.safetensors").exists() and not list(paths.BASE.glob("*.bin"))
+    assert load_tokenizer(paths.BASE).chat_template
+    assert json.loads((paths.BASE / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_bfloat16_param_saves_bfloat16(project, tiny_model_dir):
+    write_params(project, tiny_model_dir, **{"model.dtype": "bfloat16"})
+    model.run(config.load())
+    assert load_model(paths.BASE, dtype=None).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("source", ["google/not-a-model-xyz", "./missing-folder"])
+def test_unreachable_or_missing_model_is_one_line_and_writes_nothing(project, tiny_model_dir, source):
+    write_params(project, tiny_model_dir, **{"model.source": source})
+    with pytest.raises(UserError) as err:
+        model.run(config.load())
+    assert source in str(err.value) and "\n" not in str(err.value)
+    assert not paths.BASE.exists()
+
+
+def test_gated_model_message_says_what_to_do():
+    message = model._explain("google/gemma-3-1b-it", False, OSError("401 Client Error: gated repo"))
+    assert "gated" in message and "HF_TOKEN" in message
+
+
+@pytest.mark.slow
+def test_embedded_gguf_converts_to_a_real_gemma3_that_answers(project, tiny_model_dir):
+    write_params(project, tiny_model_dir, **{"model.source": "embedded"})
+    model.run(config.load())
+    cfg = json.loads((paths.BASE / "config.json").read_text())
+    assert cfg["model_type"] == "gemma3_text" and cfg["hidden_size"] == 640 and "quantization_config" not in cfg
+    tok = load_tokenizer(paths.BASE)
+    lm = load_model(paths.BASE)
+    # a pretrained (not instruction-tuned) Gemma: it completes text and code, and finds English likely
+    ids = tok("def fibonacci(n):", return_tensors="pt").input_ids
+    out = lm.generate(ids, max_new_tokens=16, do_sample=False)
+    assert "return" in tok.decode(out[0, ids.shape[1]:])
+    sentence = tok("The capital of France is Paris, the largest city in the country.", return_tensors="pt")
+    with torch.no_grad():
+        assert lm(**sentence, labels=sentence.input_ids).loss < 4.0
