@@ -12,9 +12,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TINY = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-    num_key_value_heads=1, head_dim=32, sliding_window=64, max_position_embeddings=1024,
-    query_pre_attn_scalar=32, tie_word_embeddings=True,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=32,
+    sliding_window=64,
+    max_position_embeddings=1024,
+    query_pre_attn_scalar=32,
+    tie_word_embeddings=True,
 )
 
 
@@ -42,8 +49,11 @@ def tiny_model_dir(tmp_path_factory, gemma_tokenizer_dir) -> Path:
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(gemma_tokenizer_dir)
     cfg = Gemma3TextConfig(
-        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **TINY,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY,
     )
     out = tmp_path_factory.mktemp("tiny-gemma")
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)

@@ -31,7 +31,13 @@ def test_project_params_load_with_the_seed_hyperparameters():
     assert (q.lora.r, q.lora.alpha) == (16, 32)
     h = p.methods["hybrid"]
     assert (h.init, h.lr, h.epochs, h.batch_size, h.grad_accum, h.galore.rank) == (
-        "merged/qlora", 5e-5, 1, 2, 8, 128)
+        "merged/qlora",
+        5e-5,
+        1,
+        2,
+        8,
+        128,
+    )
     assert p.methods["galore"].galore.rank == 128 and p.merge["qlora"].base == "nf4"
 
 
@@ -67,7 +73,9 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 def test_a_stage_reports_bad_params_in_one_line_without_traceback(tmp_path):
     write(tmp_path, lambda p: p["evaluate"].update(batch_size=0))
-    run = subprocess.run([sys.executable, "-m", "ftbench.report"], cwd=tmp_path, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "ftbench.report"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
         "ftbench: error: params.yaml: evaluate.batch_size: Input should be greater than 0 (got 0)"

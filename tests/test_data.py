@@ -24,7 +24,9 @@ def use_source(project, tiny_model_dir, source, **overrides):
 
 
 def alpaca(n, start=0):
-    return [{"instruction": f"Say {i}.", "input": "", "output": f"{i} is the number."} for i in range(start, n)]
+    return [
+        {"instruction": f"Say {i}.", "input": "", "output": f"{i} is the number."} for i in range(start, n)
+    ]
 
 
 def test_builtin_split_is_deterministic_and_disjoint(base_tokenizer):
@@ -53,10 +55,18 @@ def test_another_seed_gives_another_split(base_tokenizer, tiny_model_dir):
     [
         ({"instruction": "Add.", "input": "2 and 3", "output": "5."}, "alpaca", "Add.\n\n2 and 3", "5."),
         ({"instruction": "Why?", "context": "", "response": "Because."}, "dolly", "Why?", "Because."),
-        ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]},
-         "messages", "Hi", "Hello."),
-        ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey."}]},
-         "sharegpt", "Hi", "Hey."),
+        (
+            {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]},
+            "messages",
+            "Hi",
+            "Hello.",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey."}]},
+            "sharegpt",
+            "Hi",
+            "Hey.",
+        ),
     ],
 )
 def test_formats_are_detected_and_normalised(row, fmt, user, answer):
@@ -69,8 +79,19 @@ def test_field_mapping_reads_gsm8k_style_columns(base_tokenizer, tiny_model_dir)
     rows = [{"question": f"What is {i} + 1?", "answer": f"It is {i + 1}."} for i in range(40)]
     path = base_tokenizer / "qa.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    write_params(base_tokenizer, tiny_model_dir, **{"data.datasets": {
-        "qa": {"source": str(path), "format": "alpaca", "fields": {"instruction": "question", "output": "answer"}}}})
+    write_params(
+        base_tokenizer,
+        tiny_model_dir,
+        **{
+            "data.datasets": {
+                "qa": {
+                    "source": str(path),
+                    "format": "alpaca",
+                    "fields": {"instruction": "question", "output": "answer"},
+                }
+            }
+        },
+    )
     data.run(config.load())
     test = [json.loads(line) for line in paths.split_file("qa", "test").read_text().splitlines()]
     assert all(r["answer"].startswith("It is") for r in test)
@@ -78,7 +99,11 @@ def test_field_mapping_reads_gsm8k_style_columns(base_tokenizer, tiny_model_dir)
 
 def test_awkward_but_valid_files_are_accepted(base_tokenizer, tiny_model_dir):
     # 27 + 1 usable rows fill the 28 places exactly, so every row is looked at
-    rows = alpaca(27) + [alpaca(1)[0]] * 3 + [{"instruction": "Traduis « chat ».", "input": "", "output": "猫 (ねこ)."}]
+    rows = (
+        alpaca(27)
+        + [alpaca(1)[0]] * 3
+        + [{"instruction": "Traduis « chat ».", "input": "", "output": "猫 (ねこ)."}]
+    )
     rows.append({"instruction": "Long " * 400, "input": "", "output": "Too long."})
     path = base_tokenizer / "rows.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(rows, ensure_ascii=False).replace("},", "},\r\n").encode())
@@ -91,12 +116,17 @@ def test_truncate_keeps_overlong_rows(base_tokenizer, tiny_model_dir):
     rows = alpaca(27) + [{"instruction": "Tell a story.", "input": "", "output": "word " * 400}]
     path = base_tokenizer / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    p = use_source(base_tokenizer, tiny_model_dir, path, **{"data.overlong": "truncate", "data.max_length": 64})
+    p = use_source(
+        base_tokenizer, tiny_model_dir, path, **{"data.overlong": "truncate", "data.max_length": 64}
+    )
     data.run(p)
     summary = json.loads(paths.DATA_SUMMARY.read_text())["d"]
     assert summary["overlong_truncated"] == 1 and summary["overlong_dropped"] == 0
-    lengths = [len(json.loads(line)["input_ids"]) for s in ("train", "validation", "test")
-               for line in paths.split_file("d", s).read_text().splitlines()]
+    lengths = [
+        len(json.loads(line)["input_ids"])
+        for s in ("train", "validation", "test")
+        for line in paths.split_file("d", s).read_text().splitlines()
+    ]
     assert max(lengths) == 64
 
 
@@ -118,17 +148,29 @@ def test_csv_and_parquet_and_folders(base_tokenizer, tiny_model_dir):
 @pytest.mark.parametrize(
     ("content", "name", "expected"),
     [
-        ('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n', "x.jsonl",
-         "x.jsonl: line 2: malformed JSON"),
+        (
+            '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n',
+            "x.jsonl",
+            "x.jsonl: line 2: malformed JSON",
+        ),
         ('{"instruction": "a"}', "x.json", "expected a JSON array"),
-        ('[{"instruction": "a", "output": 3}]', "x.json", "row 1: malformed alpaca row (expected text, got int)"),
+        (
+            '[{"instruction": "a", "output": 3}]',
+            "x.json",
+            "row 1: malformed alpaca row (expected text, got int)",
+        ),
         ('[{"prompt": "a", "completion": "b"}]', "x.json", "cannot tell the data format from columns"),
-        ('[{"messages": [{"role": "user", "content": "a"}]}]', "x.json", "the last turn must be the assistant"),
+        (
+            '[{"messages": [{"role": "user", "content": "a"}]}]',
+            "x.json",
+            "the last turn must be the assistant",
+        ),
         ("a,b\n1,2\n", "x.txt", "unsupported file type"),
     ],
 )
-def test_malformed_input_is_one_clear_error_and_writes_nothing(base_tokenizer, tiny_model_dir, content, name,
-                                                               expected):
+def test_malformed_input_is_one_clear_error_and_writes_nothing(
+    base_tokenizer, tiny_model_dir, content, name, expected
+):
     path = base_tokenizer / name
     path.write_text(content)
     with pytest.raises(UserError) as err:
@@ -148,11 +190,29 @@ def test_too_few_rows_and_missing_source(base_tokenizer, tiny_model_dir):
 
 @pytest.mark.skipif(not (SHARED_DATA / "alpaca_en_demo.json").exists(), reason="shared data not present")
 def test_real_alpaca_and_gsm8k(base_tokenizer, tiny_model_dir):
-    write_params(base_tokenizer, tiny_model_dir, **{"data.max_length": 512, "data.datasets": {
-        "alpaca": {"source": str(SHARED_DATA / "alpaca_en_demo.json")},
-        "gsm8k": {"source": str(SHARED_DATA / "gsm8k" / "test.jsonl"), "format": "alpaca",
-                  "fields": {"instruction": "question", "output": "answer"}}}})
+    write_params(
+        base_tokenizer,
+        tiny_model_dir,
+        **{
+            "data.max_length": 512,
+            "data.datasets": {
+                "alpaca": {"source": str(SHARED_DATA / "alpaca_en_demo.json")},
+                "gsm8k": {
+                    "source": str(SHARED_DATA / "gsm8k" / "test.jsonl"),
+                    "format": "alpaca",
+                    "fields": {"instruction": "question", "output": "answer"},
+                },
+            },
+        },
+    )
     data.run(config.load())
     summary = json.loads(paths.DATA_SUMMARY.read_text())
     assert summary["alpaca"]["rows_read"] == 999 and summary["gsm8k"]["rows_read"] == 1319
     assert summary["alpaca"]["splits"]["train"] == 16
+
+
+def test_unreachable_hub_dataset_is_one_line(base_tokenizer, tiny_model_dir):
+    with pytest.raises(UserError) as err:
+        data.run(use_source(base_tokenizer, tiny_model_dir, "hf:nobody/no-such-dataset"))
+    assert "dataset nobody/no-such-dataset: could not load split 'train'" in str(err.value)
+    assert "\n" not in str(err.value) and not paths.PREPARED.exists()

@@ -35,15 +35,19 @@ def test_bleu4_matches_a_hand_computation():
 
 
 def test_stemming_is_a_param():
-    assert evaluate.score(["cats running"], ["cat runs"], stemmer=True)["rouge1"] > evaluate.score(
-        ["cats running"], ["cat runs"], stemmer=False)["rouge1"]
+    assert (
+        evaluate.score(["cats running"], ["cat runs"], stemmer=True)["rouge1"]
+        > evaluate.score(["cats running"], ["cat runs"], stemmer=False)["rouge1"]
+    )
 
 
 def test_evaluate_base_writes_predictions_and_scores(project, tiny_model_dir):
     shutil.copytree(tiny_model_dir, paths.BASE)
     data.run(config.load())
     summary = evaluate.run("base", config.load())
-    preds = [json.loads(line) for line in (paths.PREDICTIONS / "base" / "builtin.jsonl").read_text().splitlines()]
+    preds = [
+        json.loads(line) for line in (paths.PREDICTIONS / "base" / "builtin.jsonl").read_text().splitlines()
+    ]
     assert len(preds) == 8 and set(preds[0]) == {"prompt", "reference", "prediction"}
     saved = json.loads((paths.EVAL / "base.json").read_text())
     assert saved == summary and {"bleu4", "rouge1", "rouge2", "rougeL"} <= set(saved)

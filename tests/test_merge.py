@@ -27,7 +27,9 @@ def batch_loss(model) -> float:
     tok = load_tokenizer(paths.BASE)
     rows = [json.loads(line) for line in paths.split_file("builtin", "test").read_text().splitlines()]
     with torch.no_grad():
-        return (train.answer_loss(model, train.collate(rows, tok.pad_token_id)) / train.answer_tokens(rows)).item()
+        return (
+            train.answer_loss(model, train.collate(rows, tok.pad_token_id)) / train.answer_tokens(rows)
+        ).item()
 
 
 def test_merged_model_matches_the_4bit_model_with_its_adapter(adapter):

@@ -42,13 +42,15 @@ def test_embedded_gguf_converts_to_a_real_gemma3_that_answers(project, tiny_mode
     write_params(project, tiny_model_dir, **{"model.source": "embedded"})
     model.run(config.load())
     cfg = json.loads((paths.BASE / "config.json").read_text())
-    assert cfg["model_type"] == "gemma3_text" and cfg["hidden_size"] == 640 and "quantization_config" not in cfg
+    assert (
+        cfg["model_type"] == "gemma3_text" and cfg["hidden_size"] == 640 and "quantization_config" not in cfg
+    )
     tok = load_tokenizer(paths.BASE)
     lm = load_model(paths.BASE)
     # a pretrained (not instruction-tuned) Gemma: it completes text and code, and finds English likely
     ids = tok("def fibonacci(n):", return_tensors="pt").input_ids
     out = lm.generate(ids, max_new_tokens=16, do_sample=False)
-    assert "return" in tok.decode(out[0, ids.shape[1]:])
+    assert "return" in tok.decode(out[0, ids.shape[1] :])
     sentence = tok("The capital of France is Paris, the largest city in the country.", return_tensors="pt")
     with torch.no_grad():
         assert lm(**sentence, labels=sentence.input_ids).loss < 4.0

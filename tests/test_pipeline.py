@@ -11,8 +11,19 @@ import pytest
 
 from .conftest import ROOT, write_params
 
-STAGES = ["model", "data", "train@qlora", "train@galore", "merge@qlora", "train@hybrid", "evaluate-base",
-          "evaluate@qlora", "evaluate@galore", "evaluate@hybrid", "report"]
+STAGES = [
+    "model",
+    "data",
+    "train@qlora",
+    "train@galore",
+    "merge@qlora",
+    "train@hybrid",
+    "evaluate-base",
+    "evaluate@qlora",
+    "evaluate@galore",
+    "evaluate@hybrid",
+    "report",
+]
 
 
 def sh(cwd: Path, *cmd: str) -> str:
@@ -56,7 +67,9 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     sh(repo, "git", "commit", "-qm", "baseline")
     sh(repo, "dvc", "exp", "run", "-S", "seed=1")
     exps = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
-    entries = [e for rev in exps for e in [rev, *[x for r in rev.get("experiments") or [] for x in r["revs"]]]]
+    entries = [
+        e for rev in exps for e in [rev, *[x for r in rev.get("experiments") or [] for x in r["revs"]]]
+    ]
     runs = [e["data"] for e in entries if e.get("data")]
     # the workspace (holding the applied experiment), the baseline commit, and the experiment
     assert sorted(r["params"]["params.yaml"]["data"]["seed"] for r in runs) == [0, 1, 1]

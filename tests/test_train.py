@@ -18,12 +18,16 @@ def prepared(project, tiny_model_dir):
 
 
 def test_micro_batches_are_deterministic_length_grouped_and_cover_every_row():
-    rows = [{"input_ids": [0] * n, "prompt_len": 1, "id": i} for i, n in enumerate([5, 50, 6, 49, 7, 48, 8, 47])]
+    rows = [
+        {"input_ids": [0] * n, "prompt_len": 1, "id": i} for i, n in enumerate([5, 50, 6, 49, 7, 48, 8, 47])
+    ]
     a = train.micro_batches(rows, 2, seed=0, epoch=0)
     assert a == train.micro_batches(rows, 2, seed=0, epoch=0)
     assert a != train.micro_batches(rows, 2, seed=0, epoch=1)
     assert sorted(r["id"] for b in a for r in b) == list(range(8))
-    padding = sum(max(len(r["input_ids"]) for r in b) * len(b) - sum(len(r["input_ids"]) for r in b) for b in a)
+    padding = sum(
+        max(len(r["input_ids"]) for r in b) * len(b) - sum(len(r["input_ids"]) for r in b) for b in a
+    )
     assert padding <= 4  # neighbours in length share a batch
 
 
@@ -78,7 +82,10 @@ def test_training_lowers_the_loss_and_records_what_it_did(prepared, project, tin
     assert (saved / ("adapter_model.safetensors" if method == "qlora" else "model.safetensors")).exists()
     if method == "galore":
         assert result["projected"] and result["not_projected"]
-    assert json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin"]["final_loss"] == result["final_loss"]
+    assert (
+        json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin"]["final_loss"]
+        == result["final_loss"]
+    )
 
 
 def test_same_params_give_the_same_loss_curve_on_cpu(prepared):
