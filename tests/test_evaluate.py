@@ -1,56 +1,83 @@
 import json
+import math
 import shutil
 
 import pytest
+from rouge_score import rouge_scorer
 
 from ftbench import config, data, evaluate, paths
 
 
+def score(predictions: list[str], references: list[str], stemmer: bool = False) -> dict:
+    scorer = rouge_scorer.RougeScorer(list(evaluate.ROUGE_KEYS), use_stemmer=stemmer)
+    return evaluate.aggregate(
+        [evaluate.example_scores(p, r, scorer) for p, r in zip(predictions, references, strict=True)]
+    )
+
+
 def test_perfect_predictions_score_100():
     refs = ["The capital of France is Paris.", "Seven plus five equals twelve."]
-    result = evaluate.score(refs, refs, stemmer=True)
+    result = score(refs, refs)
     assert result["bleu4"] == pytest.approx(100) and result["rougeL"] == pytest.approx(100)
-    assert result["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
 
 
-def test_scores_match_hand_computed_values():
-    # ROUGE-1 F1: "the cat sat" vs "the cat sat down": P = 3/3, R = 3/4, F = 2PR/(P+R) = 6/7.
-    # ROUGE-2 F1: bigrams 2/2 and 2/3 -> 0.8. ROUGE-L F1: LCS 3 -> 6/7.
-    r = evaluate.score(["the cat sat"], ["the cat sat down"], stemmer=False)
-    assert r["rouge1"] == pytest.approx(100 * 6 / 7, abs=1e-3)
-    assert r["rouge2"] == pytest.approx(80, abs=1e-3)
-    assert r["rougeL"] == pytest.approx(100 * 6 / 7, abs=1e-3)
+def test_rouge_matches_hand_computed_values():
+    # "the cat sat" vs "the cat sat down": ROUGE-1 P = 3/3, R = 3/4, F1 = 6/7; ROUGE-2 2/2 and 2/3 -> 0.8;
+    # ROUGE-L: LCS 3 -> 6/7.
+    r = score(["the cat sat"], ["the cat sat down"])
+    assert r["rouge1"] == pytest.approx(100 * 6 / 7) and r["rougeL"] == pytest.approx(100 * 6 / 7)
+    assert r["rouge2"] == pytest.approx(80)
     # sacrebleu corpus BLEU is 0 when the hypothesis has no 4-gram at all (no effective-order fallback)
     assert r["bleu4"] == 0
 
 
-def test_bleu4_matches_a_hand_computation():
+def test_bleu4_matches_a_hand_computation_and_sacrebleu_corpus_score():
     # "the cat sat on the mat" vs "the cat sat on the red mat": n-gram precisions 6/6, 4/5, 3/4, 2/3,
     # brevity penalty exp(1 - 7/6); BLEU = BP * geometric mean of the precisions.
-    import math
+    r = score(["the cat sat on the mat"], ["the cat sat on the red mat"])
+    assert r["bleu4"] == pytest.approx(100 * math.exp(1 - 7 / 6) * (4 / 5 * 3 / 4 * 2 / 3) ** 0.25)
+    import sacrebleu
 
-    r = evaluate.score(["the cat sat on the mat"], ["the cat sat on the red mat"], stemmer=False)
-    by_hand = 100 * math.exp(1 - 7 / 6) * (1 * 4 / 5 * 3 / 4 * 2 / 3) ** 0.25
-    assert r["bleu4"] == pytest.approx(by_hand, abs=1e-3)
+    hyps = ["A sheep bleats.", "The capital of Peru is Lima.", "Seven plus five equals twelve!"]
+    refs = ["A sheep bleats loudly.", "Lima is the capital of Peru.", "7 plus 5 equals 12."]
+    assert score(hyps, refs)["bleu4"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
 
 
 def test_stemming_is_a_param():
     assert (
-        evaluate.score(["cats running"], ["cat runs"], stemmer=True)["rouge1"]
-        > evaluate.score(["cats running"], ["cat runs"], stemmer=False)["rouge1"]
+        score(["cats running"], ["cat runs"], True)["rouge1"]
+        > score(["cats running"], ["cat runs"])["rouge1"]
     )
 
 
-def test_evaluate_base_writes_predictions_and_scores(project, tiny_model_dir):
+def test_llamafactory_convention_is_character_bleu_with_smoothing_3():
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    got = evaluate.llamafactory_scores("The cat sat.", "The cat sat down.")
+    expected = sentence_bleu(
+        [list("The cat sat down.")], list("The cat sat."), smoothing_function=SmoothingFunction().method3
+    )
+    assert got["bleu4"] == pytest.approx(100 * expected) and 0 < got["rougeL"] < 100
+    assert evaluate.llamafactory_scores("", "x")["rouge1"] == 0
+
+
+def test_evaluate_base_writes_predictions_that_recompute_to_the_scores(project, tiny_model_dir):
+    from .conftest import write_params
+
     shutil.copytree(tiny_model_dir, paths.BASE)
+    write_params(project, tiny_model_dir, **{"evaluate.llamafactory": True})
     data.run(config.load())
     summary = evaluate.run("base", config.load())
     preds = [
         json.loads(line) for line in (paths.PREDICTIONS / "base" / "builtin.jsonl").read_text().splitlines()
     ]
-    assert len(preds) == 8 and set(preds[0]) == {"prompt", "reference", "prediction"}
+    assert len(preds) == 8 and {"prompt", "reference", "prediction", "bleu_stats", "rougeL"} <= set(preds[0])
     saved = json.loads((paths.EVAL / "base.json").read_text())
-    assert saved == summary and {"bleu4", "rouge1", "rouge2", "rougeL"} <= set(saved)
+    assert saved == json.loads(json.dumps(summary))
+    assert {"bleu4", "rouge1", "rouge2", "rougeL", "loss", "perplexity", "convention"} <= set(saved)
+    assert "tok:13a" in saved["convention"] and "stemming on" in saved["convention"]
     # recomputing from the saved predictions gives the reported numbers
-    again = evaluate.score([p["prediction"] for p in preds], [p["reference"] for p in preds], stemmer=True)
-    assert again["bleu4"] == saved["bleu4"] and again["rougeL"] == saved["rougeL"]
+    again = score([p["prediction"] for p in preds], [p["reference"] for p in preds], stemmer=True)
+    run = saved["runs"]["builtin"]
+    assert again["bleu4"] == pytest.approx(run["bleu4"]) and again["rougeL"] == pytest.approx(run["rougeL"])
+    assert run["perplexity"] == pytest.approx(math.exp(run["loss"])) and "llamafactory" in run

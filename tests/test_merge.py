@@ -5,7 +5,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from ftbench import config, data, merge, paths, qlora, train
+from ftbench import config, data, loss, merge, paths, qlora
 from ftbench.loading import load_model, load_nf4, load_tokenizer
 
 
@@ -19,8 +19,9 @@ def adapter(project, tiny_model_dir):
     for name, t in model.named_parameters():
         if "lora_B" in name:
             t.data.normal_(0, 0.02)
-    model.save_pretrained(paths.model_dir("qlora") / "builtin")
-    return paths.model_dir("qlora") / "builtin"
+    folder = paths.run_dir("qlora", config.Run("builtin", 0))
+    model.save_pretrained(folder)
+    return folder
 
 
 def batch_loss(model) -> float:
@@ -28,7 +29,7 @@ def batch_loss(model) -> float:
     rows = [json.loads(line) for line in paths.split_file("builtin", "test").read_text().splitlines()]
     with torch.no_grad():
         return (
-            train.answer_loss(model, train.collate(rows, tok.pad_token_id)) / train.answer_tokens(rows)
+            loss.answer_loss(model, loss.collate(rows, tok.pad_token_id)) / loss.answer_tokens(rows)
         ).item()
 
 
@@ -55,7 +56,7 @@ def test_original_merge_base_differs_from_nf4_by_the_quantization_error(adapter)
 
 def test_merge_stage_writes_full_models_and_records_the_base(adapter):
     facts = merge.run("qlora", config.load())
-    assert facts["builtin"]["base"] == "nf4"
-    out = paths.model_dir("merged/qlora") / "builtin"
+    assert facts["builtin/seed0"]["base"] == "nf4"
+    out = paths.model_dir("merged/qlora") / "builtin" / "seed0"
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
     assert json.loads((paths.METRICS / "merge" / "qlora.json").read_text()) == facts

@@ -11,18 +11,9 @@ import pytest
 
 from .conftest import ROOT, write_params
 
-STAGES = [
-    "model",
-    "data",
-    "train@qlora",
-    "train@galore",
-    "merge@qlora",
-    "train@hybrid",
-    "evaluate-base",
-    "evaluate@qlora",
-    "evaluate@galore",
-    "evaluate@hybrid",
-    "report",
+METHODS = ["qlora", "galore", "qlora-3ep", "hybrid"]
+STAGES = ["model", "data", "merge@qlora", "evaluate-base", "report"] + [
+    f"{stage}@{m}" for stage in ("train", "evaluate") for m in METHODS
 ]
 
 
@@ -50,14 +41,16 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
 
     out = sh(repo, "dvc", "repro")
     assert all(f"Running stage '{s}'" in out for s in STAGES)
-    for name in ("base", "qlora", "galore", "hybrid"):
+    for name in ["base", *METHODS]:
         scores = json.loads((repo / "metrics/eval" / f"{name}.json").read_text())
         assert {"bleu4", "rouge1", "rouge2", "rougeL"} <= set(scores)
-        assert (repo / "metrics/predictions" / name / "builtin.jsonl").exists()
+        run = "builtin" if name == "base" else "builtin-seed0"
+        assert (repo / "metrics/predictions" / name / f"{run}.jsonl").exists()
     for stage in ("model", "data", "train-qlora", "merge-qlora", "train-hybrid", "evaluate-hybrid"):
         assert json.loads((repo / "metrics/resources" / f"{stage}.json").read_text())["wall_s"] > 0
-    assert (repo / "models/merged/qlora/builtin/model.safetensors").exists()
+    assert (repo / "models/merged/qlora/builtin/seed0/model.safetensors").exists()
     assert "| hybrid |" in (repo / "metrics/report.md").read_text()
+    assert "<img" in (repo / "metrics/report.html").read_text()
 
     assert "Running stage" not in sh(repo, "dvc", "repro")
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from ftbench import chat, config, data, galore, paths, qlora, train
+from ftbench import chat, config, data, galore, loss, paths, qlora, train
 from ftbench.loading import load_model, load_tokenizer
 
 from .conftest import write_params
@@ -35,8 +35,8 @@ def test_answer_loss_equals_the_model_loss_on_answer_tokens(prepared):
     tok = load_tokenizer(paths.BASE)
     model = load_model(paths.BASE)
     rows = [json.loads(line) for line in paths.split_file("builtin", "train").read_text().splitlines()][:4]
-    batch = train.collate(rows, tok.pad_token_id)
-    ours = train.answer_loss(model, batch) / train.answer_tokens(rows)
+    batch = loss.collate(rows, tok.pad_token_id)
+    ours = loss.answer_loss(model, batch) / loss.answer_tokens(rows)
     reference = model(**batch).loss  # HF: logits for every position, mean over labelled ones
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
     assert (batch["labels"] != chat.IGNORE).sum() == sum(len(r["input_ids"]) - r["prompt_len"] for r in rows)
@@ -45,15 +45,15 @@ def test_answer_loss_equals_the_model_loss_on_answer_tokens(prepared):
 def test_optimizer_steps_respect_epochs_accumulation_and_cap(prepared):
     p = prepared
     rows = [{"input_ids": [1, 2, 3], "prompt_len": 1}] * 16
-    steps = train.optimizer_steps(rows, p.methods["qlora"], p)  # 1 epoch, 4 x 2 in the test params
+    steps = train.optimizer_steps(rows, p.methods["qlora"], p, seed=0)  # 1 epoch, 4 x 2 in the test params
     assert len(steps) == 2 and all(len(s) == 2 and len(s[0]) == 4 for s in steps)
     capped = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": 1})})
-    assert len(train.optimizer_steps(rows, p.methods["qlora"], capped)) == 1
+    assert len(train.optimizer_steps(rows, p.methods["qlora"], capped, seed=0)) == 1
 
 
 def test_galore_projects_attention_and_mlp_matrices_only(prepared):
     p = prepared
-    model, optimizer, facts = galore.setup(paths.BASE, p.methods["galore"], p)
+    model, optimizer, facts = galore.setup(paths.BASE, p.methods["galore"], p, seed=0)
     assert facts["projected"] and all((".self_attn." in n or ".mlp." in n) for n in facts["projected"])
     assert all("norm" in n for n in facts["not_projected"])  # embedding frozen by default
     with pytest.raises(RuntimeError, match="GaLore did not project"):
@@ -63,7 +63,7 @@ def test_galore_projects_attention_and_mlp_matrices_only(prepared):
 def test_qlora_runs_on_nf4_with_adapters_only(prepared):
     import bitsandbytes as bnb
 
-    model, optimizer, facts = qlora.setup(paths.BASE, prepared.methods["qlora"], prepared)
+    model, optimizer, facts = qlora.setup(paths.BASE, prepared.methods["qlora"], prepared, seed=0)
     linear4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 14 and linear4[0].weight.quant_state.quant_type == "nf4"
     assert all("lora_" in n for n, t in model.named_parameters() if t.requires_grad)
@@ -74,23 +74,30 @@ def test_qlora_runs_on_nf4_with_adapters_only(prepared):
 def test_training_lowers_the_loss_and_records_what_it_did(prepared, project, tiny_model_dir, method):
     write_params(project, tiny_model_dir, **{f"methods.{method}.lr": 1e-2, f"methods.{method}.epochs": 4})
     p = config.load()
-    result = train.run(method, p)["builtin"]
+    result = train.run(method, p)["builtin/seed0"]
     assert result["final_loss"] < result["first_loss"]
     assert result["tokens"] > result["answer_tokens"] > 0
-    assert (paths.CURVES / method / "builtin.csv").read_text().startswith("step,loss,lr\n")
-    saved = paths.model_dir(method) / "builtin"
+    assert (paths.CURVES / method / "builtin-seed0.csv").read_text().startswith("step,loss,lr\n")
+    saved = paths.model_dir(method) / "builtin" / "seed0"
     assert (saved / ("adapter_model.safetensors" if method == "qlora" else "model.safetensors")).exists()
     if method == "galore":
         assert result["projected"] and result["not_projected"]
     assert (
-        json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin"]["final_loss"]
+        json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin/seed0"]["final_loss"]
         == result["final_loss"]
     )
 
 
 def test_same_params_give_the_same_loss_curve_on_cpu(prepared):
-    curve = paths.CURVES / "qlora" / "builtin.csv"
+    curve = paths.CURVES / "qlora" / "builtin-seed0.csv"
     train.run("qlora", prepared)
     first = curve.read_text()
     train.run("qlora", prepared)
     assert curve.read_text() == first
+
+
+def test_each_training_seed_is_its_own_run(prepared, project, tiny_model_dir):
+    write_params(project, tiny_model_dir, seeds=[0, 1])
+    results = train.run("qlora", config.load())
+    assert set(results) == {"builtin/seed0", "builtin/seed1"}
+    assert results["builtin/seed0"]["final_loss"] != results["builtin/seed1"]["final_loss"]

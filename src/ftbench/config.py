@@ -7,6 +7,7 @@ line that names the key, so a typo stops the stage before any work.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -162,20 +163,51 @@ class EvaluateParams(Strict):
     """Prompts per generate call."""
     rouge_stemmer: bool = True
     """Porter stemming in rouge-score."""
+    llamafactory: bool = False
+    """Also score with LLaMA-Factory's convention (character BLEU-4, jieba ROUGE) for comparison."""
+
+
+class ReportParams(Strict):
+    resamples: Annotated[int, Field(ge=100)] = 1000
+    """Paired-bootstrap resamples for intervals and p-values."""
+    expectation_weight: Annotated[float, Field(ge=0, le=1)] = 0.7
+    """The seed's claim: hybrid >= qlora + weight * (galore - qlora)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained (or, with seed None, untrained base) model on one dataset."""
+
+    dataset: str
+    seed: int | None
+
+    @property
+    def key(self) -> str:
+        return self.dataset if self.seed is None else f"{self.dataset}/seed{self.seed}"
 
 
 class Params(Strict):
     seed: Annotated[int, Field(ge=0)] = 0
-    """Seeds the data split, shuffling, adapter init and dropout."""
+    """Seeds the data split and the bootstrap."""
+    seeds: list[Annotated[int, Field(ge=0)]] = [0]
+    """Training seeds (shuffling, adapter init, dropout): every method trains once per seed."""
     model: ModelParams = ModelParams()
     data: DataParams
     methods: dict[str, MethodParams]
     merge: dict[str, MergeParams] = {}
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+
+    def runs(self, model: str) -> list[Run]:
+        """The base model once per dataset; a method once per dataset and training seed."""
+        seeds = [None] if model == "base" else self.seeds
+        return [Run(d, s) for d in self.data.datasets for s in seeds]
 
     @model_validator(mode="after")
     def _links(self) -> Params:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: list one or more distinct training seeds")
         for name, method in self.methods.items():
             _check_name(name)
             if method.init != "base":

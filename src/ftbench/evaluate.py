@@ -5,25 +5,34 @@ usage: python -m ftbench.evaluate <base | method>
 
 from __future__ import annotations
 
-import sacrebleu
+import math
+
+import numpy as np
 import torch
 from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
-from ftbench import chat, config, paths, qlora
+from ftbench import chat, config, paths, qlora, stats
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.errors import one_argument, stage_main
 from ftbench.loading import compute_dtype, device, load_model, load_tokenizer
+from ftbench.loss import mean_loss
 from ftbench.resources import measure
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+METRICS = ("bleu4", *ROUGE_KEYS)
+CONVENTION = (
+    "BLEU-4: sacrebleu corpus BLEU ({signature}); ROUGE-1/2/L: rouge-score F1, mean over examples, "
+    "stemming {stemming}; greedy decoding, at most {max_new_tokens} new tokens, answers cut at end of turn; "
+    "all x100."
+)
 
 
-def load_for_eval(name: str, dataset: str, p: config.Params):
+def load_for_eval(name: str, run: config.Run, p: config.Params):
     """The base model, a QLoRA adapter on the NF4 base, or a full model trained by GaLore."""
     if name == "base":
         return load_model(paths.BASE, compute_dtype())
-    folder = paths.model_dir(name) / dataset
+    folder = paths.run_dir(name, run)
     if p.methods[name].recipe == "qlora":
         return qlora.load_trained(paths.BASE, folder)
     return load_model(folder, compute_dtype())
@@ -58,40 +67,74 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
     return answers
 
 
-def score(predictions: list[str], references: list[str], stemmer: bool) -> dict:
-    """Corpus BLEU-4 (sacrebleu defaults: 13a tokenizer, exp smoothing) and mean ROUGE F1, both x100."""
-    bleu = sacrebleu.metrics.BLEU()
-    result = {"bleu4": round(bleu.corpus_score(predictions, [references]).score, 4)}
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=stemmer)
-    per_example = [scorer.score(ref, pred) for ref, pred in zip(references, predictions, strict=True)]
-    for key in ROUGE_KEYS:
-        result[key] = round(100 * sum(s[key].fmeasure for s in per_example) / len(per_example), 4)
-    result["bleu_signature"] = str(bleu.get_signature())
-    result["n"] = len(predictions)
+def example_scores(prediction: str, reference: str, scorer) -> dict:
+    """Per-example scores: BLEU sufficient statistics (corpus BLEU sums them) and ROUGE F1 x100."""
+    rouge = scorer.score(reference, prediction)
+    return {
+        "bleu_stats": stats.bleu_stats(prediction, reference),
+        **{k: 100 * rouge[k].fmeasure for k in ROUGE_KEYS},
+    }
+
+
+def llamafactory_scores(prediction: str, reference: str) -> dict:
+    """LLaMA-Factory's metrics: character-level sentence BLEU-4 (NLTK, smoothing method 3) and ROUGE
+    F1 on jieba words (rouge-chinese), x100, to be averaged over examples."""
+    import jieba
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    from rouge_chinese import Rouge
+
+    bleu = sentence_bleu([list(reference)], list(prediction), smoothing_function=SmoothingFunction().method3)
+    hyp, ref = " ".join(jieba.cut(prediction)), " ".join(jieba.cut(reference))
+    if not hyp.split() or not ref.split():
+        rouge = {k: 0.0 for k in ROUGE_KEYS}
+    else:
+        got = Rouge().get_scores(hyp, ref)[0]
+        rouge = {"rouge1": got["rouge-1"]["f"], "rouge2": got["rouge-2"]["f"], "rougeL": got["rouge-l"]["f"]}
+    return {"bleu4": 100 * bleu, **{k: 100 * v for k, v in rouge.items()}}
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """The reported numbers, recomputed from per-example rows (as the tests and the report do)."""
+    result = {"bleu4": stats.corpus_bleu(np.array([r["bleu_stats"] for r in rows]))}
+    result.update({k: float(np.mean([r[k] for r in rows])) for k in ROUGE_KEYS})
+    if "llamafactory" in rows[0]:
+        result["llamafactory"] = {k: float(np.mean([r["llamafactory"][k] for r in rows])) for k in METRICS}
     return result
 
 
-def evaluate_dataset(name: str, dataset: str, p: config.Params, tokenizer) -> dict:
-    rows = read_jsonl(paths.split_file(dataset, "test"))
-    model = load_for_eval(name, dataset, p)
+def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer) -> dict:
+    rows = read_jsonl(paths.split_file(run.dataset, "test"))
+    model = load_for_eval(name, run, p)
     predictions = generate(model, tokenizer, [r["input_ids"][: r["prompt_len"]] for r in rows], p)
-    references = [r["answer"] for r in rows]
-    write_jsonl(
-        paths.PREDICTIONS / name / f"{dataset}.jsonl",
-        (
-            {"prompt": r["messages"][-1]["content"], "reference": ref, "prediction": pred}
-            for r, ref, pred in zip(rows, references, predictions, strict=True)
-        ),
-    )
-    return score(predictions, references, p.evaluate.rouge_stemmer)
+    loss = mean_loss(model, rows, p.evaluate.batch_size, tokenizer.pad_token_id)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=p.evaluate.rouge_stemmer)
+    scored = []
+    for r, pred in zip(rows, predictions, strict=True):
+        row = {
+            "prompt": r["messages"][-1]["content"],
+            "reference": r["answer"],
+            "prediction": pred,
+            **example_scores(pred, r["answer"], scorer),
+        }
+        if p.evaluate.llamafactory:
+            row["llamafactory"] = llamafactory_scores(pred, r["answer"])
+        scored.append(row)
+    write_jsonl(paths.predictions_file(name, run), scored)
+    return {**aggregate(scored), "loss": loss, "perplexity": math.exp(loss), "n": len(rows)}
 
 
 def run(name: str, p: config.Params) -> dict:
     tokenizer = load_tokenizer(paths.BASE)
-    per_dataset = {d: evaluate_dataset(name, d, p, tokenizer) for d in p.data.datasets}
-    keys = ("bleu4", *ROUGE_KEYS)
-    summary = {k: round(sum(r[k] for r in per_dataset.values()) / len(per_dataset), 4) for k in keys}
-    summary["datasets"] = per_dataset
+    runs = {r.key: evaluate_run(name, r, p, tokenizer) for r in p.runs(name)}
+    summary = {
+        k: round(float(np.mean([r[k] for r in runs.values()])), 4) for k in (*METRICS, "loss", "perplexity")
+    }
+    summary["convention"] = CONVENTION.format(
+        signature=stats.bleu_signature(),
+        stemming="on" if p.evaluate.rouge_stemmer else "off",
+        max_new_tokens=p.evaluate.max_new_tokens,
+    )
+    summary["runs"] = runs
     write_json(paths.EVAL / f"{name}.json", summary)
     print(f"evaluate {name}: BLEU-4 {summary['bleu4']:.2f}  ROUGE-L {summary['rougeL']:.2f}")
     return summary

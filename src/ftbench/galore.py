@@ -17,7 +17,7 @@ from ftbench.loading import load_model
 PROJECTED_MODULES = ("self_attn", "mlp")
 
 
-def setup(init: Path, method: config.MethodParams, p: config.Params):
+def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
     """fp32 master weights (bf16 autocast on the GPU) and GaLoreAdamW.
 
     Returns (model, optimizer, facts to record: which parameters were projected and which were not).

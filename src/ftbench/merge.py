@@ -60,12 +60,12 @@ def run(name: str, p: config.Params) -> dict:
     facts = {}
     tokenizer = load_tokenizer(paths.BASE)
     with atomic_path(paths.model_dir(f"merged/{name}"), is_dir=True) as out:
-        for dataset in p.data.datasets:
-            model, stats = merged_model(paths.BASE, paths.model_dir(name) / dataset, merge_base)
-            model.save_pretrained(out / dataset, safe_serialization=True)
-            tokenizer.save_pretrained(out / dataset)
-            facts[dataset] = {"base": merge_base, **stats}
-            print(f"merge {name}/{dataset}: {stats['matrices']} matrices onto {merge_base} weights")
+        for run in p.runs(name):
+            model, stats = merged_model(paths.BASE, paths.run_dir(name, run), merge_base)
+            model.save_pretrained(out / run.key, safe_serialization=True)
+            tokenizer.save_pretrained(out / run.key)
+            facts[run.key] = {"base": merge_base, **stats}
+            print(f"merge {name}/{run.key}: {stats['matrices']} matrices onto {merge_base} weights")
     write_json(paths.METRICS / "merge" / f"{name}.json", facts)
     return facts
 

@@ -13,11 +13,21 @@ TRAIN = METRICS / "train"
 CURVES = METRICS / "curves"
 RESOURCES = METRICS / "resources"
 REPORT = METRICS / "report.md"
+REPORT_HTML = METRICS / "report.html"
 
 
 def model_dir(name: str) -> Path:
     """`base`, a method name, or `merged/<method>` -> its folder under models/."""
     return MODELS / name
+
+
+def run_dir(name: str, run) -> Path:
+    """models/<method>/<dataset>/seed<k> (or models/merged/<method>/...) for one run."""
+    return MODELS / name / run.key
+
+
+def predictions_file(name: str, run) -> Path:
+    return PREDICTIONS / name / f"{run.key.replace('/', '-')}.jsonl"
 
 
 def split_file(dataset: str, split: str) -> Path:

@@ -11,7 +11,7 @@ from ftbench import config
 from ftbench.loading import load_nf4
 
 
-def setup(init: Path, method: config.MethodParams, p: config.Params):
+def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
     """NF4 base + LoRA on every linear layer but the output head; returns (model, optimizer, facts)."""
     model = load_nf4(init)
     # peft's prepare_model_for_kbit_training would also upcast the 262k-token embedding to fp32
@@ -19,7 +19,7 @@ def setup(init: Path, method: config.MethodParams, p: config.Params):
     if p.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    torch.manual_seed(p.seed)  # adapter initialisation
+    torch.manual_seed(seed)  # adapter initialisation
     lora = LoraConfig(
         r=method.lora.r,
         lora_alpha=method.lora.alpha,

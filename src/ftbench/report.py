@@ -1,18 +1,73 @@
-"""Report stage: one table comparing the base model and every method, written to metrics/report.md.
+"""Report stage: metrics/report.md and a self-contained metrics/report.html (plots embedded).
 
-A method's cost is its whole chain: the hybrid's is the QLoRA stage + the merge + its GaLore stage.
+Quality with paired-bootstrap intervals, pairwise differences with p-values, the seed's expectation,
+resources per stage and per method (a method's cost is its whole chain: the hybrid's is the QLoRA stage
++ the merge + its GaLore stage), Pareto and loss-curve plots, the data summary and provenance.
 
 usage: python -m ftbench.report
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
+import io
 import json
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
-from ftbench import config, paths
-from ftbench.atomic import atomic_path
+import numpy as np
+
+from ftbench import config, paths, stats
+from ftbench.atomic import atomic_path, read_jsonl
 from ftbench.errors import UserError, stage_main
+
+HEADLINE = ("bleu4", "rougeL")
+LABELS = {"bleu4": "BLEU-4", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "galore-torch",
+    "sacrebleu",
+    "rouge-score",
+    "dvc",
+)
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Figure:
+    caption: str
+    png: bytes
+
+
+Section = tuple[str, list]  # title, [str | Table | Figure]
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(
+            f"{path} is missing; run `dvc repro` so every stage before the report has run"
+        ) from None
+
+
+def models(p: config.Params) -> list[str]:
+    return ["base", *p.methods]
 
 
 def chain(name: str, p: config.Params) -> list[str]:
@@ -26,63 +81,415 @@ def chain(name: str, p: config.Params) -> list[str]:
     return [*chain(source, p), f"merge-{source}", f"train-{name}"]
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"{path} is missing; run `dvc repro` so every stage before the report has run"
-        ) from None
+def per_example(name: str, run: config.Run) -> stats.Scores:
+    rows = read_jsonl(paths.predictions_file(name, run))
+    scores = {"bleu4": np.array([r["bleu_stats"] for r in rows], dtype=float)}
+    scores.update({k: np.array([r[k] for r in rows]) for k in ("rouge1", "rouge2", "rougeL")})
+    return scores
 
 
-def row(name: str, p: config.Params) -> dict:
-    scores = _read(paths.EVAL / f"{name}.json")
-    stages = [_read(paths.RESOURCES / f"{s}.json") for s in chain(name, p)]
+def run_for(name: str, run: config.Run) -> config.Run:
+    """The base model has one run per dataset, whatever the training seed."""
+    return config.Run(run.dataset, None) if name == "base" else run
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def quality_section(p: config.Params, evals: dict, scores: dict, indices: dict) -> Section:
+    parts: list = []
+    for run in p.runs(next(iter(p.methods))):
+        rows = []
+        for name in models(p):
+            r = run_for(name, run)
+            s, idx = scores[name, r.key], indices[r.dataset]
+            cells = [name]
+            for metric in ("bleu4", "rougeL", "rouge1", "rouge2"):
+                lo, hi = stats.confidence(s, metric, idx)
+                cells.append(f"{stats.point(metric, s[metric]):.2f} [{lo:.2f}, {hi:.2f}]")
+            e = evals[name]["runs"][r.key]
+            cells += [fmt(e["loss"], 3), fmt(e["perplexity"], 1)]
+            rows.append(cells)
+        parts += [
+            f"**{run.key}** ({len(idx[0])} test examples; 95% paired-bootstrap intervals)",
+            Table(
+                [
+                    "model",
+                    *(LABELS[m] for m in ("bleu4", "rougeL", "rouge1", "rouge2")),
+                    "test loss",
+                    "perplexity",
+                ],
+                rows,
+            ),
+        ]
+    if len(p.seeds) > 1:
+        parts += ["**Across training seeds** (mean ± sd; base has no training seed)", seeds_table(p, evals)]
+    if "llamafactory" in next(iter(evals["base"]["runs"].values())):
+        parts += [
+            "**LLaMA-Factory convention** (secondary: character-level sentence BLEU-4 with NLTK "
+            "smoothing method 3, ROUGE on jieba words, averaged over examples)",
+            llamafactory_table(p, evals),
+        ]
+    return "Quality", parts
+
+
+def seeds_table(p: config.Params, evals: dict) -> Table:
+    rows = []
+    for dataset in p.data.datasets:
+        for name in models(p):
+            runs = [v for k, v in evals[name]["runs"].items() if k.split("/")[0] == dataset]
+            cells = [dataset, name]
+            for metric in HEADLINE:
+                values = np.array([v[metric] for v in runs])
+                cells.append(f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}")
+            rows.append(cells)
+    return Table(["dataset", "model", "BLEU-4", "ROUGE-L"], rows)
+
+
+def llamafactory_table(p: config.Params, evals: dict) -> Table:
+    rows = [
+        [name, key, *(fmt(v["llamafactory"][m]) for m in ("bleu4", "rouge1", "rouge2", "rougeL"))]
+        for name in models(p)
+        for key, v in evals[name]["runs"].items()
+    ]
+    return Table(["model", "run", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L"], rows)
+
+
+def pairs(p: config.Params) -> list[tuple[str, str]]:
+    """Every later method against every earlier one (params order), then each method against base."""
+    names = list(p.methods)
+    return [(b, a) for i, a in enumerate(names) for b in names[i + 1 :]] + [(m, "base") for m in names]
+
+
+def differences_section(p: config.Params, scores: dict, indices: dict) -> Section:
+    rows = []
+    for run in p.runs(next(iter(p.methods))):
+        for a, b in pairs(p):
+            sa, sb = scores[a, run_for(a, run).key], scores[b, run_for(b, run).key]
+            for metric in HEADLINE:
+                d = stats.compare(sa, sb, metric, indices[run.dataset])
+                rows.append(
+                    [
+                        run.key,
+                        f"{a} − {b}",
+                        LABELS[metric],
+                        f"{d['diff']:+.2f}",
+                        f"[{d['lo']:+.2f}, {d['hi']:+.2f}]",
+                        f"{d['p']:.3f}",
+                    ]
+                )
+    text = "Paired bootstrap over the same test examples; p is two-sided for 'no difference'."
+    return "Differences", [text, Table(["run", "pair", "metric", "difference", "95% interval", "p"], rows)]
+
+
+def roles(p: config.Params) -> tuple[str, str, str] | None:
+    """(hybrid, its qlora stage, a galore-only method) if the methods hold such a trio."""
+    for name, m in p.methods.items():
+        if m.init.startswith("merged/"):
+            source = m.init.split("/", 1)[1]
+            galore = [n for n, x in p.methods.items() if x.recipe == "galore" and x.init == "base"]
+            if galore:
+                return name, source, galore[0]
+    return None
+
+
+def expectation_section(p: config.Params, scores: dict, indices: dict) -> Section:
+    trio = roles(p)
+    w = p.report.expectation_weight
+    if trio is None:
+        return "The seed's expectation", ["Not tested: the methods hold no hybrid, qlora and galore trio."]
+    h, q, g = trio
+    rows = []
+    for run in p.runs(h):
+        for metric in HEADLINE:
+            e = stats.expectation(
+                scores[h, run.key], scores[q, run.key], scores[g, run.key], metric, indices[run.dataset], w
+            )
+            rows.append(
+                [
+                    run.key,
+                    LABELS[metric],
+                    f"{e['margin']:+.2f}",
+                    f"[{e['lo']:+.2f}, {e['hi']:+.2f}]",
+                    e["verdict"],
+                ]
+            )
+    text = (
+        f"Is {h} ≥ {q} + {w} · ({g} − {q})? The margin is {h} − ({q} + {w} · ({g} − {q})); "
+        "yes if its 95% interval is above 0, no if below, inconclusive otherwise."
+    )
+    return "The seed's expectation", [
+        text,
+        Table(["run", "metric", "margin", "95% interval", "answer"], rows),
+    ]
+
+
+def resources_section(p: config.Params, resources: dict) -> Section:
+    stage_rows = [
+        [
+            r["stage"],
+            fmt(r["wall_s"], 1),
+            fmt(r.get("cpu_s"), 1),
+            fmt(r["peak_rss_gib"]),
+            fmt(r["peak_gpu_gib"]),
+            fmt(r.get("torch_peak_allocated_gib")),
+            f"{r.get('tokens', 0):,}",
+            fmt(r.get("tokens_per_s"), 0),
+            r.get("device", "-"),
+        ]
+        for r in resources.values()
+    ]
+    method_rows = [
+        [
+            name,
+            " + ".join(chain(name, p)) or "-",
+            fmt(cost["wall_s"], 1),
+            fmt(cost["peak_gpu_gib"]),
+            fmt(cost["peak_rss_gib"]),
+            f"{cost['tokens']:,}",
+        ]
+        for name in models(p)
+        for cost in [method_cost(name, p, resources)]
+    ]
+    return "Resources", [
+        "Per stage (peak GPU: NVML device memory above the stage's starting baseline):",
+        Table(
+            [
+                "stage",
+                "wall s",
+                "CPU s",
+                "peak RSS GiB",
+                "peak GPU GiB",
+                "torch peak GiB",
+                "tokens",
+                "tokens/s",
+                "device",
+            ],
+            stage_rows,
+        ),
+        "Per model, summed over the stages that built it (peaks: the largest of its stages):",
+        Table(
+            ["model", "stages", "train wall s", "peak GPU GiB", "peak RSS GiB", "tokens trained"], method_rows
+        ),
+    ]
+
+
+def method_cost(name: str, p: config.Params, resources: dict) -> dict:
+    stages = [resources[s] for s in chain(name, p)]
     gpu = [s["peak_gpu_gib"] for s in stages if s["peak_gpu_gib"] is not None]
     return {
-        "model": name,
-        "chain": " + ".join(s["stage"] for s in stages) or "-",
-        **{k: scores[k] for k in ("bleu4", "rouge1", "rouge2", "rougeL")},
-        "train_wall_s": round(sum(s["wall_s"] for s in stages), 1),
+        "wall_s": sum(s["wall_s"] for s in stages),
         "peak_gpu_gib": max(gpu) if gpu else None,
         "peak_rss_gib": max((s["peak_rss_gib"] for s in stages), default=None),
-        "tokens_trained": sum(s.get("tokens", 0) for s in stages),
+        "tokens": sum(s.get("tokens", 0) for s in stages),
     }
 
 
-def render(rows: list[dict], p: config.Params) -> str:
-    head = (
-        "| model | BLEU-4 | ROUGE-L | ROUGE-1 | ROUGE-2 | train wall s | peak GPU GiB | peak RSS GiB "
-        "| tokens trained | stages |"
-    )
-    lines = [
-        "# ftbench report",
-        "",
-        f"Datasets: {', '.join(p.data.datasets)}; model: {p.model.source}; seed {p.seed}. "
-        "Scores x100 on the test split, greedy decoding; BLEU-4 is sacrebleu corpus BLEU, "
-        "ROUGE is rouge-score F1 (mean over examples). Costs sum every stage that built the model.",
-        "",
-        head,
-        "|" + "---|" * (head.count("|") - 1),
+# ---------------------------------------------------------------- plots
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def pareto_figures(p: config.Params, evals: dict, resources: dict) -> list[Figure]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    costs = {n: method_cost(n, p, resources) for n in p.methods}
+    gpu = all(c["peak_gpu_gib"] is not None for c in costs.values())
+    axes_x = {
+        "peak GPU GiB" if gpu else "peak RSS GiB": "peak_gpu_gib" if gpu else "peak_rss_gib",
+        "train wall s": "wall_s",
+    }
+    figures = []
+    for xlabel, key in axes_x.items():
+        fig, axs = plt.subplots(1, 2, figsize=(9, 3.4))
+        for ax, metric in zip(axs, HEADLINE, strict=True):
+            for name, c in costs.items():
+                ax.scatter(c[key], evals[name][metric])
+                ax.annotate(name, (c[key], evals[name][metric]), textcoords="offset points", xytext=(4, 4))
+            ax.axhline(evals["base"][metric], color="grey", linestyle="--", linewidth=1, label="base")
+            ax.set(xlabel=xlabel, ylabel=LABELS[metric])
+            ax.legend(loc="lower right")
+        figures.append(Figure(f"Quality vs {xlabel} (up and left is better)", _png(fig)))
+        plt.close(fig)
+    return figures
+
+
+def loss_figure(p: config.Params) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for name in p.methods:
+        for path in sorted((paths.CURVES / name).glob("*.csv")):
+            data = np.genfromtxt(path, delimiter=",", names=True, ndmin=1)
+            ax.plot(data["step"], data["loss"], marker=".", label=f"train-{name} {path.stem}")
+    ax.set(xlabel="optimizer step", ylabel="training loss (answer tokens)")
+    ax.legend(fontsize=8)
+    png = _png(fig)
+    plt.close(fig)
+    return Figure("Training loss per stage", png)
+
+
+# ---------------------------------------------------------------- data and provenance
+
+
+def data_section() -> Section:
+    summary = _read(paths.DATA_SUMMARY)
+    rows = [
+        [
+            name,
+            d["format"],
+            f"{d['rows_read']:,}",
+            str(d["duplicates"]),
+            str(d["empty"]),
+            str(d["overlong_dropped"]),
+            str(d["overlong_truncated"]),
+            " / ".join(str(d["splits"][s]) for s in ("train", "validation", "test")),
+            str(d["mean_tokens"]),
+        ]
+        for name, d in summary.items()
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['bleu4']:.2f} | {r['rougeL']:.2f} | {r['rouge1']:.2f} | {r['rouge2']:.2f} "
-            f"| {r['train_wall_s']:.1f} | {_num(r['peak_gpu_gib'])} | {_num(r['peak_rss_gib'])} "
-            f"| {r['tokens_trained']:,} | {r['chain']} |"
+    return "Data", [
+        Table(
+            [
+                "dataset",
+                "format",
+                "rows read",
+                "duplicates",
+                "empty",
+                "over-long dropped",
+                "truncated",
+                "train / val / test",
+                "mean tokens",
+            ],
+            rows,
         )
-    return "\n".join(lines) + "\n"
+    ]
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def provenance_section(resources: dict) -> Section:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain") not in ("", "unknown") else ""
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} -")
+    devices = sorted({r.get("device", "-") for r in resources.values()})
+    return "Provenance", [
+        Table(
+            ["what", "value"],
+            [
+                ["git commit", git("rev-parse", "HEAD") + dirty],
+                ["params.yaml sha256", hashlib.sha256(config.PARAMS_FILE.read_bytes()).hexdigest()[:16]],
+                ["packages", ", ".join(versions)],
+                ["device", ", ".join(devices)],
+            ],
+        )
+    ]
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_md(title: str, sections: list[Section]) -> str:
+    out = [f"# {title}", ""]
+    for name, parts in sections:
+        out += [f"## {name}", ""]
+        for part in parts:
+            if isinstance(part, Table):
+                out += ["| " + " | ".join(part.headers) + " |", "|" + "---|" * len(part.headers)]
+                out += ["| " + " | ".join(row) + " |" for row in part.rows]
+            elif isinstance(part, Figure):
+                out.append(f"*Figure: {part.caption} (in report.html)*")
+            else:
+                out.append(part)
+            out.append("")
+    return "\n".join(out)
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>"]
+    for name, parts in sections:
+        body.append(f"<h2>{e(name)}</h2>")
+        for part in parts:
+            if isinstance(part, Table):
+                head = "".join(f"<th>{e(h)}</th>" for h in part.headers)
+                rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in part.rows)
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            elif isinstance(part, Figure):
+                data = base64.b64encode(part.png).decode()
+                body.append(
+                    f'<figure><img alt="{e(part.caption)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{e(part.caption)}</figcaption></figure>"
+                )
+            else:
+                body.append(f"<p>{e(part).replace('**', '')}</p>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "font-size:13px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def build(p: config.Params) -> list[Section]:
+    evals = {name: _read(paths.EVAL / f"{name}.json") for name in models(p)}
+    resources = {s: _read(paths.RESOURCES / f"{s}.json") for name in models(p) for s in chain(name, p)}
+    scores, indices = {}, {}
+    for name in models(p):
+        for run in p.runs(name):
+            scores[name, run.key] = per_example(name, run)
+            n = len(scores[name, run.key]["rougeL"])
+            indices.setdefault(run.dataset, stats.resample_indices(n, p.report.resamples, p.seed))
+    conventions = (
+        f"{evals['base']['convention']} Primary convention: sacrebleu / rouge-score. Intervals: "
+        f"paired bootstrap, {p.report.resamples} resamples, seed {p.seed}."
+    )
+    return [
+        ("Conventions", [conventions]),
+        quality_section(p, evals, scores, indices),
+        differences_section(p, scores, indices),
+        expectation_section(p, scores, indices),
+        resources_section(p, resources),
+        ("Plots", [*pareto_figures(p, evals, resources), loss_figure(p)]),
+        data_section(),
+        provenance_section(resources),
+    ]
 
 
 def run(p: config.Params) -> str:
-    rows = [row(name, p) for name in ["base", *p.methods]]
-    text = render(rows, p)
+    sections = build(p)
+    title = f"ftbench report: {p.model.source} on {', '.join(p.data.datasets)}"
+    text = render_md(title, sections)
     with atomic_path(paths.REPORT) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    with atomic_path(paths.REPORT_HTML) as tmp:
+        tmp.write_text(render_html(title, sections), encoding="utf-8")
     return text
 
 

@@ -5,28 +5,27 @@ usage: python -m ftbench.train <method>
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import get_scheduler
 
-from ftbench import chat, config, galore, paths, qlora
+from ftbench import config, galore, paths, qlora
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, one_argument, stage_main
-from ftbench.loading import device, load_tokenizer
+from ftbench.loading import load_tokenizer
+from ftbench.loss import answer_loss, answer_tokens, autocast, collate, mean_loss
 from ftbench.resources import measure
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 LENGTH_POOL = 64  # micro-batches per pool that is sorted by length: little padding, order still random
 
 
-def init_dir(init: str, dataset: str) -> Path:
-    return paths.BASE if init == "base" else paths.model_dir(init) / dataset
+def init_dir(init: str, run: config.Run) -> Path:
+    return paths.BASE if init == "base" else paths.run_dir(init, run)
 
 
 # ---------------------------------------------------------------- batching
@@ -47,78 +46,12 @@ def micro_batches(rows: list[dict], batch_size: int, seed: int, epoch: int) -> l
 
 
 def optimizer_steps(
-    rows: list[dict], method: config.MethodParams, p: config.Params
+    rows: list[dict], method: config.MethodParams, p: config.Params, seed: int
 ) -> list[list[list[dict]]]:
     """All epochs' micro-batches grouped grad_accum at a time, capped at train.max_steps."""
-    micro = [b for e in range(method.epochs) for b in micro_batches(rows, method.batch_size, p.seed, e)]
+    micro = [b for e in range(method.epochs) for b in micro_batches(rows, method.batch_size, seed, e)]
     steps = [micro[i : i + method.grad_accum] for i in range(0, len(micro), method.grad_accum)]
     return steps[: p.train.max_steps] if p.train.max_steps else steps
-
-
-def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors; labels cover the answer tokens only."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), chat.IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n, k = len(r["input_ids"]), r["prompt_len"]
-        ids[i, :n] = torch.tensor(r["input_ids"])
-        labels[i, k:n] = ids[i, k:n]
-        mask[i, :n] = 1
-    dev = device()
-    return {"input_ids": ids.to(dev), "labels": labels.to(dev), "attention_mask": mask.to(dev)}
-
-
-# ---------------------------------------------------------------- loss
-
-
-def causal_lm(model):
-    """The plain *ForCausalLM under a peft wrapper, if any."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over answer tokens.
-
-    The 262k-token output layer is applied to answer positions only: prompt and padding positions never
-    become logits, which is most of the largest tensor in training.
-    """
-    lm = causal_lm(model)
-    hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    keep = targets != chat.IGNORE
-    logits = lm.lm_head(hidden[:, :-1][keep]).float()
-    cap = getattr(lm.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, targets[keep], reduction="sum")
-
-
-def autocast():
-    """bf16 autocast on the GPU; the CPU path stays in fp32."""
-    if torch.cuda.is_available():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def answer_tokens(rows: list[dict]) -> int:
-    """Tokens the loss is taken over: the answer and its end-of-turn token."""
-    return sum(len(r["input_ids"]) - r["prompt_len"] for r in rows)
-
-
-@torch.no_grad()
-def mean_loss(model, rows: list[dict], batch_size: int, pad_id: int) -> float | None:
-    """Teacher-forced loss per answer token on `rows` (validation)."""
-    if not rows:
-        return None
-    model.eval()
-    total = 0.0
-    for i in range(0, len(rows), batch_size):
-        with autocast():
-            total += answer_loss(model, collate(rows[i : i + batch_size], pad_id)).item()
-    model.train()
-    return total / answer_tokens(rows)
 
 
 # ---------------------------------------------------------------- fitting
@@ -163,20 +96,20 @@ def fit(model, optimizer, steps, method: config.MethodParams, p: config.Params, 
     return {"curve": curve, "tokens": tokens}
 
 
-def train_one(name: str, dataset: str, p: config.Params, out: Path) -> dict:
-    """Set up the recipe, fit on one dataset, save the adapter or model to `out`."""
+def train_one(name: str, run: config.Run, p: config.Params, out: Path) -> dict:
+    """Set up the recipe, fit on one dataset with one seed, save the adapter or model to `out`."""
     method = p.methods[name]
-    torch.manual_seed(p.seed)
-    init = init_dir(method.init, dataset)
+    torch.manual_seed(run.seed)
+    init = init_dir(method.init, run)
     tokenizer = load_tokenizer(paths.BASE)
     setup = qlora.setup if method.recipe == "qlora" else galore.setup
-    model, optimizer, facts = setup(init, method, p)
-    rows = read_jsonl(paths.split_file(dataset, "train"))
-    steps = optimizer_steps(rows, method, p)
+    model, optimizer, facts = setup(init, method, p, run.seed)
+    rows = read_jsonl(paths.split_file(run.dataset, "train"))
+    steps = optimizer_steps(rows, method, p, run.seed)
     t0 = time.perf_counter()
     result = fit(model, optimizer, steps, method, p, tokenizer.pad_token_id)
     train_s = time.perf_counter() - t0
-    val = read_jsonl(paths.split_file(dataset, "validation"))
+    val = read_jsonl(paths.split_file(run.dataset, "validation"))
     model.save_pretrained(out, safe_serialization=True)
     if method.recipe == "galore":
         tokenizer.save_pretrained(out)
@@ -199,11 +132,11 @@ def train_one(name: str, dataset: str, p: config.Params, out: Path) -> dict:
 def run(name: str, p: config.Params) -> dict:
     results = {}
     with atomic_path(paths.model_dir(name), is_dir=True) as out:
-        for dataset in p.data.datasets:
-            print(f"train {name} on {dataset}", flush=True)
-            results[dataset] = train_one(name, dataset, p, out / dataset)
-    for dataset, r in results.items():
-        _write_curve(paths.CURVES / name / f"{dataset}.csv", r.pop("curve"))
+        for r in p.runs(name):
+            print(f"train {name} on {r.key}", flush=True)
+            results[r.key] = train_one(name, r, p, out / r.key)
+    for key, r in results.items():
+        _write_curve(paths.CURVES / name / f"{key.replace('/', '-')}.csv", r.pop("curve"))
     write_json(paths.TRAIN / f"{name}.json", results)
     return results
 

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import sacrebleu
+
+from ftbench import stats
+
+
+def scores(hyps, refs, rouge):
+    return {
+        "bleu4": np.array([stats.bleu_stats(h, r) for h, r in zip(hyps, refs, strict=True)], dtype=float),
+        "rougeL": np.array(rouge, dtype=float),
+    }
+
+
+HYPS = [f"the answer number {i} is {i * 3} today" for i in range(30)]
+REFS = [f"the answer number {i} is {i * 3}" if i % 2 else f"answer {i} is {i * 3} now" for i in range(30)]
+
+
+def test_bleu_from_summed_statistics_is_sacrebleus_corpus_bleu():
+    s = scores(HYPS, REFS, [0] * 30)
+    assert stats.corpus_bleu(s["bleu4"]) == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
+
+
+def test_bootstrap_is_seeded_and_covers_the_point_estimate():
+    s = scores(HYPS, REFS, np.linspace(10, 90, 30))
+    a = stats.confidence(s, "rougeL", stats.resample_indices(30, 500, seed=0))
+    assert a == stats.confidence(s, "rougeL", stats.resample_indices(30, 500, seed=0))
+    assert a[0] < 50 < a[1]
+
+
+def test_identical_models_do_not_differ_and_a_better_one_does():
+    same = scores(HYPS, REFS, np.linspace(10, 90, 30))
+    idx = stats.resample_indices(30, 500, seed=0)
+    d = stats.compare(same, same, "bleu4", idx)
+    assert (d["diff"], d["lo"], d["hi"], d["p"]) == (0, 0, 0, 1)
+    better = scores(REFS, REFS, np.linspace(10, 90, 30) + 5)
+    d = stats.compare(better, same, "rougeL", idx)
+    assert d["diff"] == pytest.approx(5) and d["lo"] > 0 and d["p"] < 0.01
+    d = stats.compare(better, same, "bleu4", idx)
+    assert d["diff"] > 0 and d["p"] < 0.01
+
+
+def test_expectation_verdicts():
+    idx = stats.resample_indices(30, 500, seed=0)
+    base = np.linspace(10, 90, 30)
+    q, g = scores(HYPS, REFS, base), scores(HYPS, REFS, base + 10)
+    assert stats.expectation(scores(HYPS, REFS, base + 20), q, g, "rougeL", idx)["verdict"] == "yes"
+    assert stats.expectation(scores(HYPS, REFS, base), q, g, "rougeL", idx)["verdict"] == "no"
+    noisy = scores(HYPS, REFS, base + 7 + np.random.default_rng(0).normal(0, 30, 30))
+    assert stats.expectation(noisy, q, g, "rougeL", idx)["verdict"] == "inconclusive"
