@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install repro test lint seed
+.PHONY: install repro test lint seed mlflow
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,3 +35,7 @@ seed: install
 	dvc exp run -n seed -S model.source=google/gemma-3-1b-it -S model.dtype=bfloat16 \
 	  -S data.sizes.train=5000 -S data.sizes.validation=200 -S data.sizes.test=2000 \
 	  -S data.max_length=512 -S evaluate.max_new_tokens=256 -S evaluate.batch_size=64
+
+# The MLflow UI on the default store (every stage of every run), at http://127.0.0.1:5000
+mlflow: install
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

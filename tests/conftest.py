@@ -89,8 +89,18 @@ def project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def st(project):
+    """What a stage body gets, with MLflow off (tests/test_tracking.py covers MLflow)."""
+    from ftbench import config, tracking
+    from ftbench.resources import Record
+
+    return tracking.StageRun(Record(stage="test"), tracking.Tracker("test", config.load(), {}))
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("FTBENCH_MLFLOW", "off")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("OMP_NUM_THREADS", "2")

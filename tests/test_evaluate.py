@@ -61,13 +61,13 @@ def test_llamafactory_convention_is_character_bleu_with_smoothing_3():
     assert evaluate.llamafactory_scores("", "x")["rouge1"] == 0
 
 
-def test_evaluate_base_writes_predictions_that_recompute_to_the_scores(project, tiny_model_dir):
+def test_evaluate_base_writes_predictions_that_recompute_to_the_scores(project, tiny_model_dir, st):
     from .conftest import write_params
 
     shutil.copytree(tiny_model_dir, paths.BASE)
     write_params(project, tiny_model_dir, **{"evaluate.llamafactory": True})
     data.run(config.load())
-    summary = evaluate.run("base", config.load())
+    summary = evaluate.run("base", config.load(), st)
     preds = [
         json.loads(line) for line in (paths.PREDICTIONS / "base" / "builtin.jsonl").read_text().splitlines()
     ]

@@ -10,24 +10,24 @@ from ftbench.loading import load_model, load_tokenizer
 from .conftest import write_params
 
 
-def test_local_folder_becomes_a_safetensors_base_with_chat_template(project):
-    model.run(config.load())
+def test_local_folder_becomes_a_safetensors_base_with_chat_template(project, st):
+    model.run(config.load(), st)
     assert (paths.BASE / "model.safetensors").exists() and not list(paths.BASE.glob("*.bin"))
     assert load_tokenizer(paths.BASE).chat_template
     assert json.loads((paths.BASE / "config.json").read_text())["num_hidden_layers"] == 2
 
 
-def test_bfloat16_param_saves_bfloat16(project, tiny_model_dir):
+def test_bfloat16_param_saves_bfloat16(project, tiny_model_dir, st):
     write_params(project, tiny_model_dir, **{"model.dtype": "bfloat16"})
-    model.run(config.load())
+    model.run(config.load(), st)
     assert load_model(paths.BASE, dtype=None).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("source", ["google/not-a-model-xyz", "./missing-folder"])
-def test_unreachable_or_missing_model_is_one_line_and_writes_nothing(project, tiny_model_dir, source):
+def test_unreachable_or_missing_model_is_one_line_and_writes_nothing(project, tiny_model_dir, source, st):
     write_params(project, tiny_model_dir, **{"model.source": source})
     with pytest.raises(UserError) as err:
-        model.run(config.load())
+        model.run(config.load(), st)
     assert source in str(err.value) and "\n" not in str(err.value)
     assert not paths.BASE.exists()
 
@@ -38,9 +38,9 @@ def test_gated_model_message_says_what_to_do():
 
 
 @pytest.mark.slow
-def test_embedded_gguf_converts_to_a_real_gemma3_that_answers(project, tiny_model_dir):
+def test_embedded_gguf_converts_to_a_real_gemma3_that_answers(project, tiny_model_dir, st):
     write_params(project, tiny_model_dir, **{"model.source": "embedded"})
-    model.run(config.load())
+    model.run(config.load(), st)
     cfg = json.loads((paths.BASE / "config.json").read_text())
     assert (
         cfg["model_type"] == "gemma3_text" and cfg["hidden_size"] == 640 and "quantization_config" not in cfg

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from .conftest import ROOT, write_params
 
@@ -18,7 +19,8 @@ STAGES = ["model", "data", "merge@qlora", "evaluate-base", "report"] + [
 
 
 def sh(cwd: Path, *cmd: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k not in ("FTBENCH_MLFLOW", "MLFLOW_TRACKING_URI")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     run = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert run.returncode == 0, f"{' '.join(cmd)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     return run.stdout
@@ -51,6 +53,11 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     assert (repo / "models/merged/qlora/builtin/seed0/model.safetensors").exists()
     assert "| hybrid |" in (repo / "metrics/report.md").read_text()
     assert "<img" in (repo / "metrics/report.html").read_text()
+
+    client = MlflowClient(f"sqlite:///{repo.resolve()}/mlflow.db")  # the default store
+    runs = client.search_runs([client.get_experiment_by_name("ftbench").experiment_id])
+    assert sorted(r.data.tags["stage"] for r in runs) == sorted(s.replace("@", "-") for s in STAGES)
+    assert all(r.info.status == "FINISHED" for r in runs)
 
     assert "Running stage" not in sh(repo, "dvc", "repro")
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))

@@ -71,10 +71,10 @@ def test_qlora_runs_on_nf4_with_adapters_only(prepared):
 
 
 @pytest.mark.parametrize("method", ["qlora", "galore"])
-def test_training_lowers_the_loss_and_records_what_it_did(prepared, project, tiny_model_dir, method):
+def test_training_lowers_the_loss_and_records_what_it_did(prepared, project, tiny_model_dir, method, st):
     write_params(project, tiny_model_dir, **{f"methods.{method}.lr": 1e-2, f"methods.{method}.epochs": 4})
     p = config.load()
-    result = train.run(method, p)["builtin/seed0"]
+    result = train.run(method, p, st)["builtin/seed0"]
     assert result["final_loss"] < result["first_loss"]
     assert result["tokens"] > result["answer_tokens"] > 0
     assert (paths.CURVES / method / "builtin-seed0.csv").read_text().startswith("step,loss,lr\n")
@@ -88,16 +88,16 @@ def test_training_lowers_the_loss_and_records_what_it_did(prepared, project, tin
     )
 
 
-def test_same_params_give_the_same_loss_curve_on_cpu(prepared):
+def test_same_params_give_the_same_loss_curve_on_cpu(prepared, st):
     curve = paths.CURVES / "qlora" / "builtin-seed0.csv"
-    train.run("qlora", prepared)
+    train.run("qlora", prepared, st)
     first = curve.read_text()
-    train.run("qlora", prepared)
+    train.run("qlora", prepared, st)
     assert curve.read_text() == first
 
 
-def test_each_training_seed_is_its_own_run(prepared, project, tiny_model_dir):
+def test_each_training_seed_is_its_own_run(prepared, project, tiny_model_dir, st):
     write_params(project, tiny_model_dir, seeds=[0, 1])
-    results = train.run("qlora", config.load())
+    results = train.run("qlora", config.load(), st)
     assert set(results) == {"builtin/seed0", "builtin/seed1"}
     assert results["builtin/seed0"]["final_loss"] != results["builtin/seed1"]["final_loss"]

@@ -167,6 +167,13 @@ class EvaluateParams(Strict):
     """Also score with LLaMA-Factory's convention (character BLEU-4, jieba ROUGE) for comparison."""
 
 
+class ResourceParams(Strict):
+    max_gpu_memory_gib: Annotated[float, Field(gt=0)] | None = None
+    """Cap on this process's GPU memory (torch's allocator fails beyond it); None = the whole GPU."""
+    peak_tflops: Annotated[float, Field(gt=0)] | None = None
+    """The GPU's dense bf16 peak for MFU; None looks the GPU up in a table of known ones."""
+
+
 class ReportParams(Strict):
     resamples: Annotated[int, Field(ge=100)] = 1000
     """Paired-bootstrap resamples for intervals and p-values."""
@@ -198,6 +205,7 @@ class Params(Strict):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
+    resources: ResourceParams = ResourceParams()
 
     def runs(self, model: str) -> list[Run]:
         """The base model once per dataset; a method once per dataset and training seed."""

@@ -16,11 +16,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftbench import builtin_data, chat, config, paths
+from ftbench import builtin_data, chat, config, paths, tracking
 from ftbench.atomic import atomic_path, write_json, write_jsonl
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import load_tokenizer
-from ftbench.resources import measure
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 SHAREGPT_ROLES = {
@@ -264,8 +263,9 @@ def run(p: config.Params) -> None:
 @stage_main
 def main(argv: list[str]) -> None:
     p = config.load()
-    with measure("data"):
+    with tracking.stage("data", p) as st:
         run(p)
+        st.artifacts.append(paths.DATA_SUMMARY)
 
 
 if __name__ == "__main__":

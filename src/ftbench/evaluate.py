@@ -12,12 +12,11 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
-from ftbench import chat, config, paths, qlora, stats
+from ftbench import chat, config, paths, qlora, resources, stats, tracking
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.errors import one_argument, stage_main
 from ftbench.loading import compute_dtype, device, load_model, load_tokenizer
 from ftbench.loss import mean_loss
-from ftbench.resources import measure
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 METRICS = ("bleu4", *ROUGE_KEYS)
@@ -102,30 +101,34 @@ def aggregate(rows: list[dict]) -> dict:
     return result
 
 
-def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer) -> dict:
+def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record: resources.Record) -> dict:
     rows = read_jsonl(paths.split_file(run.dataset, "test"))
-    model = load_for_eval(name, run, p)
-    predictions = generate(model, tokenizer, [r["input_ids"][: r["prompt_len"]] for r in rows], p)
-    loss = mean_loss(model, rows, p.evaluate.batch_size, tokenizer.pad_token_id)
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=p.evaluate.rouge_stemmer)
-    scored = []
-    for r, pred in zip(rows, predictions, strict=True):
-        row = {
-            "prompt": r["messages"][-1]["content"],
-            "reference": r["answer"],
-            "prediction": pred,
-            **example_scores(pred, r["answer"], scorer),
-        }
-        if p.evaluate.llamafactory:
-            row["llamafactory"] = llamafactory_scores(pred, r["answer"])
-        scored.append(row)
+    with record.phase("load"):
+        model = load_for_eval(name, run, p)
+    with record.phase("generate"):
+        predictions = generate(model, tokenizer, [r["input_ids"][: r["prompt_len"]] for r in rows], p)
+    with record.phase("test_loss"):
+        loss = mean_loss(model, rows, p.evaluate.batch_size, tokenizer.pad_token_id)
+    with record.phase("score"):
+        scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=p.evaluate.rouge_stemmer)
+        scored = []
+        for r, pred in zip(rows, predictions, strict=True):
+            row = {
+                "prompt": r["messages"][-1]["content"],
+                "reference": r["answer"],
+                "prediction": pred,
+                **example_scores(pred, r["answer"], scorer),
+            }
+            if p.evaluate.llamafactory:
+                row["llamafactory"] = llamafactory_scores(pred, r["answer"])
+            scored.append(row)
     write_jsonl(paths.predictions_file(name, run), scored)
     return {**aggregate(scored), "loss": loss, "perplexity": math.exp(loss), "n": len(rows)}
 
 
-def run(name: str, p: config.Params) -> dict:
+def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     tokenizer = load_tokenizer(paths.BASE)
-    runs = {r.key: evaluate_run(name, r, p, tokenizer) for r in p.runs(name)}
+    runs = {r.key: evaluate_run(name, r, p, tokenizer, st.record) for r in p.runs(name)}
     summary = {
         k: round(float(np.mean([r[k] for r in runs.values()])), 4) for k in (*METRICS, "loss", "perplexity")
     }
@@ -144,8 +147,11 @@ def run(name: str, p: config.Params) -> dict:
 def main(argv: list[str]) -> None:
     p = config.load()
     name = one_argument(argv, ["base", *p.methods], "evaluate")
-    with measure(f"evaluate-{name}"):
-        run(name, p)
+    resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
+    with tracking.stage(f"evaluate-{name}", p, method=name) as st:
+        summary = run(name, p, st)
+        st.log_step(0, {k: summary[k] for k in (*METRICS, "loss", "perplexity")})
+        st.artifacts += [paths.EVAL / f"{name}.json", paths.PREDICTIONS / name]
 
 
 if __name__ == "__main__":

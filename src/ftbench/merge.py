@@ -15,11 +15,10 @@ import bitsandbytes.functional as bnbf
 import torch
 from peft.tuners.lora import LoraLayer
 
-from ftbench import config, paths, qlora
+from ftbench import config, paths, qlora, resources, tracking
 from ftbench.atomic import atomic_path, write_json
 from ftbench.errors import UserError, one_argument, stage_main
 from ftbench.loading import load_model, load_tokenizer
-from ftbench.resources import measure
 
 
 def lora_delta(layer: LoraLayer, adapter: str = "default") -> torch.Tensor:
@@ -74,8 +73,10 @@ def run(name: str, p: config.Params) -> dict:
 def main(argv: list[str]) -> None:
     p = config.load()
     name = one_argument(argv, list(p.merge), "merge")
-    with measure(f"merge-{name}"):
+    resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
+    with tracking.stage(f"merge-{name}", p, method=name, merge_base=p.merge[name].base) as st:
         run(name, p)
+        st.artifacts.append(paths.METRICS / "merge" / f"{name}.json")
 
 
 if __name__ == "__main__":

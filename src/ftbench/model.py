@@ -11,10 +11,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ftbench import chat, config, paths
+from ftbench import chat, config, paths, tracking
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
-from ftbench.resources import measure
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -43,7 +42,8 @@ def load_embedded(dtype: torch.dtype):
 def load_pretrained(source: str, revision: str | None, dtype: torch.dtype):
     """A local folder or a hub id (HF cache, HF_TOKEN); safetensors only, never remote code."""
     local = Path(source).is_dir()
-    kw = dict(revision=revision, token=os.environ.get("HF_TOKEN"), trust_remote_code=False)
+    # an empty HF_TOKEN would be sent as an empty bearer token, which the hub refuses even for public models
+    kw = dict(revision=revision, token=os.environ.get("HF_TOKEN") or None, trust_remote_code=False)
     try:
         AutoConfig.from_pretrained(source, **kw)
         tokenizer = AutoTokenizer.from_pretrained(source, **kw)
@@ -74,14 +74,15 @@ def _first(err: Exception) -> str:
     return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
 
 
-def run(p: config.Params) -> None:
+def run(p: config.Params, st: tracking.StageRun) -> None:
     dtype = DTYPES[p.model.dtype]
-    if p.model.source == "embedded":
-        model, tokenizer = load_embedded(dtype)
-    else:
-        model, tokenizer = load_pretrained(p.model.source, p.model.revision, dtype)
+    with st.record.phase("load"):
+        if p.model.source == "embedded":
+            model, tokenizer = load_embedded(dtype)
+        else:
+            model, tokenizer = load_pretrained(p.model.source, p.model.revision, dtype)
     chat.ensure_chat_template(tokenizer)
-    with atomic_path(paths.BASE, is_dir=True) as out:
+    with st.record.phase("save"), atomic_path(paths.BASE, is_dir=True) as out:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
     n = sum(t.numel() for t in model.parameters())
@@ -91,8 +92,8 @@ def run(p: config.Params) -> None:
 @stage_main
 def main(argv: list[str]) -> None:
     p = config.load()
-    with measure("model"):
-        run(p)
+    with tracking.stage("model", p, source=p.model.source) as st:
+        run(p, st)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ftbench import config, paths, stats
+from ftbench import config, paths, stats, tracking
 from ftbench.atomic import atomic_path, read_jsonl
 from ftbench.errors import UserError, stage_main
 
@@ -319,7 +319,7 @@ def pareto_figures(p: config.Params, evals: dict, resources: dict) -> list[Figur
                 ax.annotate(name, (c[key], evals[name][metric]), textcoords="offset points", xytext=(4, 4))
             ax.axhline(evals["base"][metric], color="grey", linestyle="--", linewidth=1, label="base")
             ax.set(xlabel=xlabel, ylabel=LABELS[metric])
-            ax.legend(loc="lower right")
+            ax.legend(loc="best")
         figures.append(Figure(f"Quality vs {xlabel} (up and left is better)", _png(fig)))
         plt.close(fig)
     return figures
@@ -495,7 +495,10 @@ def run(p: config.Params) -> str:
 
 @stage_main
 def main(argv: list[str]) -> None:
-    print(run(config.load()))
+    p = config.load()
+    with tracking.stage("report", p) as st:
+        print(run(p))
+        st.artifacts += [paths.REPORT, paths.REPORT_HTML]
 
 
 if __name__ == "__main__":

@@ -1,89 +1,213 @@
-"""Wall time and peak memory of a stage, written to metrics/resources/<stage>.json.
+"""What a stage costs: wall time per phase, peak memory, tokens/s, MFU and energy.
 
-GPU memory is sampled from NVML in a background thread (device memory used minus the baseline before
-the stage's work), beside torch's own peak; on a machine without a GPU the GPU fields are null and the
-process's peak resident memory still tells the memory story.
+A sampler thread reads, every 10 ms, NVML's device memory used (minus the baseline before the stage's
+work), this process's own GPU memory where NVML lists it, GPU utilisation, and the resident memory of
+the process tree (psutil). torch's own peaks are read at the end (reset once, at stage start). On a
+machine without a GPU the GPU fields are null and the rest still holds. The record goes to
+metrics/resources/<stage>.json.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import threading
 import time
 from collections.abc import Iterator
 
+import psutil
 import torch
 
 from ftbench import paths
 from ftbench.atomic import write_json
 
 GIB = 2**30
-NVML_PERIOD_S = 0.01
+PERIOD_S = 0.01
+# Dense bf16 tensor-core peaks by the vendors' datasheets, TFLOP/s; `resources.peak_tflops` overrides.
+PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+    "T4": 65.0,
+}
 
 
-class NvmlPeak:
-    """Peak device memory used on GPU 0 above the baseline at start, sampled every 10 ms."""
+class Sampler:
+    """Peaks of memory and mean GPU utilisation, read in a background thread."""
 
     def __init__(self) -> None:
-        self.peak: int | None = None
+        self.proc = psutil.Process()
+        self.peak_rss = 0
+        self.gpu = _Nvml.open()
         self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _tree_rss(self) -> int:
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self._tree_rss())
+        if self.gpu:
+            self.gpu.sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(PERIOD_S):
+            self.sample()
+
+    def __enter__(self) -> Sampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+class _Nvml:
+    """NVML readings of the current GPU; `open()` is None where there is no GPU, driver or pynvml."""
+
+    def __init__(self, nvml, handle) -> None:
+        self.nvml, self.handle = nvml, handle
+        self.baseline = self._used()
+        self.peak_used = 0
+        self.peak_process: int | None = None
+        self.util: list[int] = []
+        self.energy0 = self._energy()
+
+    @classmethod
+    def open(cls) -> _Nvml | None:
+        if not torch.cuda.is_available():
+            return None
         try:
             import pynvml
 
             pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-            self.baseline = self._used()
-        except Exception:  # no driver, no GPU or no pynvml: GPU fields stay null
-            self._nvml = None
+            return cls(pynvml, pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device()))
+        except Exception:  # pynvml raises its own NVMLError family, or the module is absent
+            return None
 
     def _used(self) -> int:
-        return self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used
+        return self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used
 
-    def _loop(self) -> None:
-        while not self._stop.wait(NVML_PERIOD_S):
-            self.peak = max(self.peak or 0, self._used() - self.baseline)
+    def _energy(self) -> int | None:
+        try:
+            return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)  # mJ since driver load
+        except Exception:  # not supported on this GPU
+            return None
 
-    def __enter__(self) -> NvmlPeak:
-        if self._nvml:
-            self.peak = 0
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
-        return self
+    def _process_used(self) -> int | None:
+        try:
+            for p in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+                if p.pid == os.getpid() and p.usedGpuMemory is not None:
+                    return p.usedGpuMemory
+        except Exception:  # containers often hide other PIDs; NVML then reports nothing usable
+            return None
+        return None
 
-    def __exit__(self, *exc: object) -> None:
-        if self._nvml:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._used() - self.baseline)
+    def sample(self) -> None:
+        self.peak_used = max(self.peak_used, self._used() - self.baseline)
+        mine = self._process_used()
+        if mine is not None:
+            self.peak_process = max(self.peak_process or 0, mine)
+        self.util.append(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+
+    def fields(self) -> dict:
+        end = self._energy()
+        return {
+            "peak_gpu_gib": round(self.peak_used / GIB, 3),
+            "peak_gpu_process_gib": None if self.peak_process is None else round(self.peak_process / GIB, 3),
+            "gpu_util_mean": round(sum(self.util) / len(self.util), 1) if self.util else None,
+            "energy_j": None
+            if end is None or self.energy0 is None
+            else round((end - self.energy0) / 1000, 1),
+        }
+
+
+class Record(dict):
+    """The stage's record; `phase()` times a named part of the work."""
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.setdefault("phases_s", {})
+            self["phases_s"][name] = round(self["phases_s"].get(name, 0.0) + time.perf_counter() - t0, 2)
+
+
+def cap_gpu_memory(max_gib: float | None) -> None:
+    """Let the stage use at most `max_gib` of the GPU, to check a claim like 'fits in 8 GB' directly."""
+    if max_gib and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, max_gib * GIB / total))
+
+
+def peak_tflops(override: float | None) -> float | None:
+    if override or not torch.cuda.is_available():
+        return override
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def mfu(flops_per_s: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation: achieved training FLOP/s over the GPU's dense bf16 peak."""
+    return None if not peak else round(flops_per_s / (peak * 1e12), 4)
+
+
+def matmul_params(cfg) -> tuple[int, int]:
+    """(decoder matmul weights, output-layer weights) of a decoder-only transformer config."""
+    h = cfg.hidden_size
+    head_dim = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    attention = 2 * h * head_dim * (cfg.num_attention_heads + cfg.num_key_value_heads)
+    return cfg.num_hidden_layers * (attention + 3 * h * cfg.intermediate_size), cfg.vocab_size * h
+
+
+def training_flops(cfg, weight_grads: bool, tokens: int, answer_tokens: int) -> float:
+    """Matmul FLOPs of training: 2 forward + 2 input-grad (+ 2 weight-grad) per weight and token.
+
+    The output layer runs on answer tokens only (ftbench never forms prompt logits); attention's
+    quadratic term is left out, as in the usual MFU accounting.
+    """
+    body, head = matmul_params(cfg)
+    per_weight = 6 if weight_grads else 4
+    return per_weight * (body * tokens + head * answer_tokens)
 
 
 @contextlib.contextmanager
-def measure(stage: str) -> Iterator[dict]:
-    """Time and watch the block; the yielded dict takes extra fields (tokens trained, ...)."""
+def measure(stage: str) -> Iterator[Record]:
+    """Watch the block and write metrics/resources/<stage>.json when it succeeds."""
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    extra: dict = {}
-    cpu0, t0 = os.times(), time.perf_counter()
-    with NvmlPeak() as nvml:
-        yield extra
+    record = Record(stage=stage)
+    cpu0, t0 = psutil.Process().cpu_times(), time.perf_counter()
+    with Sampler() as sampler:
+        yield record
         if cuda:
             torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    cpu1 = os.times()
-    record = {
-        "stage": stage,
-        "wall_s": round(wall, 2),
-        "cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 3),
-        "peak_gpu_gib": None if nvml.peak is None else round(nvml.peak / GIB, 3),
-        "torch_peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 3) if cuda else None,
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
-        **extra,
-    }
-    if "tokens" in extra:
-        record["tokens_per_s"] = round(extra["tokens"] / extra.get("train_s", wall), 1)
-    write_json(paths.RESOURCES / f"{stage}.json", record)
+    cpu1 = psutil.Process().cpu_times()
+    record.update(
+        wall_s=round(wall, 2),
+        cpu_s=round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
+        peak_rss_gib=round(sampler.peak_rss / GIB, 3),
+        peak_gpu_gib=None,
+        torch_peak_allocated_gib=round(torch.cuda.max_memory_allocated() / GIB, 3) if cuda else None,
+        torch_peak_reserved_gib=round(torch.cuda.max_memory_reserved() / GIB, 3) if cuda else None,
+        device=torch.cuda.get_device_name() if cuda else "cpu",
+    )
+    if sampler.gpu:
+        record.update(sampler.gpu.fields())
+    write_json(paths.RESOURCES / f"{stage}.json", dict(record))

@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler
 
-from ftbench import config, galore, paths, qlora
+from ftbench import config, galore, paths, qlora, resources, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, one_argument, stage_main
 from ftbench.loading import load_tokenizer
-from ftbench.loss import answer_loss, answer_tokens, autocast, collate, mean_loss
-from ftbench.resources import measure
+from ftbench.loss import answer_loss, answer_tokens, autocast, causal_lm, collate, mean_loss
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 LENGTH_POOL = 64  # micro-batches per pool that is sorted by length: little padding, order still random
@@ -57,8 +56,8 @@ def optimizer_steps(
 # ---------------------------------------------------------------- fitting
 
 
-def fit(model, optimizer, steps, method: config.MethodParams, p: config.Params, pad_id: int) -> dict:
-    """The training loop; returns the loss curve and token counts."""
+def fit(model, optimizer, steps, method: config.MethodParams, p: config.Params, pad_id: int, log) -> dict:
+    """The training loop; `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s."""
     total = len(steps)
     scheduler = get_scheduler(
         SCHEDULES[p.train.schedule],
@@ -70,11 +69,12 @@ def fit(model, optimizer, steps, method: config.MethodParams, p: config.Params, 
     curve, tokens = [], 0
     model.train()
     for step, micro in enumerate(steps, 1):
+        t0, step_tokens = time.perf_counter(), 0
         n_targets = sum(answer_tokens(rows) for rows in micro)  # the step's loss is a mean over all of them
         step_loss = 0.0
         for rows in micro:
             batch = collate(rows, pad_id)
-            tokens += int(batch["attention_mask"].sum())
+            step_tokens += int(batch["attention_mask"].sum())
             with autocast():
                 loss = answer_loss(model, batch) / n_targets
             loss.backward()
@@ -83,61 +83,96 @@ def fit(model, optimizer, steps, method: config.MethodParams, p: config.Params, 
             raise UserError(
                 f"loss is {step_loss} at step {step}; lower methods.*.lr, or check for fp16 on Gemma"
             )
-        if p.train.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, p.train.max_grad_norm)
+        # clipping at inf still returns the norm, which is logged
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, p.train.max_grad_norm or math.inf).item()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if step == 1 and method.recipe == "galore":
             galore.check_projected(optimizer)
+        tokens += step_tokens
+        lr = scheduler.get_last_lr()[0]
+        log(
+            step,
+            {
+                "loss": step_loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_per_s": step_tokens / (time.perf_counter() - t0),
+            },
+        )
         if step % p.train.log_every == 0 or step == total:
-            curve.append({"step": step, "loss": round(step_loss, 5), "lr": scheduler.get_last_lr()[0]})
+            curve.append({"step": step, "loss": round(step_loss, 5), "lr": lr})
             print(f"  step {step}/{total} loss {step_loss:.4f}", flush=True)
     return {"curve": curve, "tokens": tokens}
 
 
-def train_one(name: str, run: config.Run, p: config.Params, out: Path) -> dict:
+def train_one(name: str, run: config.Run, p: config.Params, out: Path, st: tracking.StageRun) -> dict:
     """Set up the recipe, fit on one dataset with one seed, save the adapter or model to `out`."""
     method = p.methods[name]
     torch.manual_seed(run.seed)
     init = init_dir(method.init, run)
     tokenizer = load_tokenizer(paths.BASE)
     setup = qlora.setup if method.recipe == "qlora" else galore.setup
-    model, optimizer, facts = setup(init, method, p, run.seed)
+    with st.record.phase("load"):
+        model, optimizer, facts = setup(init, method, p, run.seed)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
     steps = optimizer_steps(rows, method, p, run.seed)
-    t0 = time.perf_counter()
-    result = fit(model, optimizer, steps, method, p, tokenizer.pad_token_id)
-    train_s = time.perf_counter() - t0
-    val = read_jsonl(paths.split_file(run.dataset, "validation"))
-    model.save_pretrained(out, safe_serialization=True)
-    if method.recipe == "galore":
-        tokenizer.save_pretrained(out)
+    with st.record.phase("train"):
+        t0 = time.perf_counter()
+        result = fit(model, optimizer, steps, method, p, tokenizer.pad_token_id, st.log_step)
+        train_s = time.perf_counter() - t0
+    with st.record.phase("validate"):
+        val_loss = mean_loss(
+            model,
+            read_jsonl(paths.split_file(run.dataset, "validation")),
+            method.batch_size,
+            tokenizer.pad_token_id,
+        )
+    with st.record.phase("save"):
+        model.save_pretrained(out, safe_serialization=True)
+        if method.recipe == "galore":
+            tokenizer.save_pretrained(out)
+    targets = sum(answer_tokens(r) for s in steps for r in s)
     curve = result["curve"]
     return {
         "recipe": method.recipe,
         "init": str(init),
         "optimizer_steps": len(steps),
         "tokens": result["tokens"],
-        "answer_tokens": sum(answer_tokens(r) for s in steps for r in s),
+        "answer_tokens": targets,
         "train_s": round(train_s, 2),
+        "flops": resources.training_flops(
+            causal_lm(model).config, method.recipe == "galore", result["tokens"], targets
+        ),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],
-        "val_loss": mean_loss(model, val, method.batch_size, tokenizer.pad_token_id),
+        "val_loss": val_loss,
         **facts,
         "curve": curve,
     }
 
 
-def run(name: str, p: config.Params) -> dict:
+def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     results = {}
     with atomic_path(paths.model_dir(name), is_dir=True) as out:
         for r in p.runs(name):
             print(f"train {name} on {r.key}", flush=True)
-            results[r.key] = train_one(name, r, p, out / r.key)
+            results[r.key] = train_one(name, r, p, out / r.key, st)
     for key, r in results.items():
         _write_curve(paths.CURVES / name / f"{key.replace('/', '-')}.csv", r.pop("curve"))
     write_json(paths.TRAIN / f"{name}.json", results)
+    tokens, train_s = sum(r["tokens"] for r in results.values()), sum(r["train_s"] for r in results.values())
+    st.record.update(
+        tokens=tokens,
+        train_s=round(train_s, 2),
+        tokens_per_s=round(tokens / train_s, 1),
+        mfu=resources.mfu(
+            sum(r["flops"] for r in results.values()) / train_s,
+            resources.peak_tflops(p.resources.peak_tflops),
+        ),
+    )
+    st.artifacts += [paths.TRAIN / f"{name}.json", paths.CURVES / name]
     return results
 
 
@@ -150,10 +185,9 @@ def _write_curve(path: Path, curve: list[dict]) -> None:
 def main(argv: list[str]) -> None:
     p = config.load()
     name = one_argument(argv, list(p.methods), "train")
-    with measure(f"train-{name}") as extra:
-        results = run(name, p)
-        extra["tokens"] = sum(r["tokens"] for r in results.values())
-        extra["train_s"] = sum(r["train_s"] for r in results.values())
+    resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
+    with tracking.stage(f"train-{name}", p, method=name, recipe=p.methods[name].recipe) as st:
+        run(name, p, st)
 
 
 if __name__ == "__main__":

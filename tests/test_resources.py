@@ -1,0 +1,80 @@
+import json
+import types
+
+import pytest
+from transformers import Gemma3TextConfig
+
+from ftbench import paths, resources
+
+
+def test_cpu_stage_record_has_time_memory_phases_and_null_gpu_fields(project):
+    with resources.measure("demo") as record:
+        with record.phase("load"):
+            blob = bytearray(200 * 2**20)  # 200 MiB the sampler must see
+        record["tokens"] = 10
+    saved = json.loads((paths.RESOURCES / "demo.json").read_text())
+    assert saved["wall_s"] > 0 and saved["cpu_s"] >= 0 and saved["device"] == "cpu"
+    assert saved["peak_rss_gib"] > 0.2 and saved["peak_gpu_gib"] is None
+    assert saved["torch_peak_allocated_gib"] is None and set(saved["phases_s"]) == {"load"}
+    assert saved["tokens"] == 10
+    del blob
+
+
+def test_a_failed_stage_writes_no_record(project):
+    with pytest.raises(RuntimeError), resources.measure("broken"):
+        raise RuntimeError("boom")
+    assert not (paths.RESOURCES / "broken.json").exists()
+
+
+def fake_pynvml(used: list[int]):
+    """A stand-in for NVML: memory used follows `used`, one process (this one), 250 J spent."""
+    import os
+
+    calls = iter(used)
+    state = {"used": used[0], "energy": 1_000_000}
+
+    def memory(_):
+        state["used"] = next(calls, state["used"])
+        return types.SimpleNamespace(used=state["used"], total=80 * 2**30)
+
+    def energy(_):
+        state["energy"] += 125_000
+        return state["energy"]
+
+    return types.SimpleNamespace(
+        nvmlDeviceGetMemoryInfo=memory,
+        nvmlDeviceGetComputeRunningProcesses=lambda _: [
+            types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=3 * 2**30)
+        ],
+        nvmlDeviceGetUtilizationRates=lambda _: types.SimpleNamespace(gpu=80),
+        nvmlDeviceGetTotalEnergyConsumption=energy,
+    )
+
+
+def test_nvml_peak_is_above_the_baseline_with_process_usage_utilisation_and_energy():
+    gib = 2**30
+    gpu = resources._Nvml(fake_pynvml([1 * gib, 4 * gib, 9 * gib, 2 * gib]), handle=0)
+    for _ in range(3):
+        gpu.sample()
+    fields = gpu.fields()
+    assert fields["peak_gpu_gib"] == 8.0  # 9 GiB used at the peak, 1 GiB before the stage
+    assert fields["peak_gpu_process_gib"] == 3.0 and fields["gpu_util_mean"] == 80
+    assert fields["energy_j"] == 125.0
+
+
+def test_training_flops_match_the_known_gemma3_1b_count():
+    cfg = Gemma3TextConfig(
+        hidden_size=1152,
+        intermediate_size=6912,
+        num_hidden_layers=26,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        vocab_size=262144,
+    )
+    body, head = resources.matmul_params(cfg)
+    assert (body + head) / 1e9 == pytest.approx(1.0, abs=0.01)  # Gemma-3-1B: 1.0B matmul weights
+    # every token an answer token: 6.0 GFLOP a token with weight gradients, 4.0 without (shared/bench)
+    assert resources.training_flops(cfg, True, 1, 1) / 1e9 == pytest.approx(6.0, abs=0.05)
+    assert resources.training_flops(cfg, False, 1, 1) / 1e9 == pytest.approx(4.0, abs=0.05)
+    assert resources.mfu(494.5e12, 989.0) == 0.5 and resources.mfu(1e12, None) is None
