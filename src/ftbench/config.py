@@ -149,6 +149,8 @@ class TrainParams(Strict):
     """Recompute activations in the backward pass."""
     log_every: PositiveInt = 1
     """Optimizer steps between loss records."""
+    checkpoint_every: Annotated[int, Field(ge=0)] = 50
+    """Optimizer steps between resumable checkpoints in checkpoints/; 0 turns them off."""
 
     @field_validator("betas", mode="before")
     @classmethod

@@ -82,7 +82,13 @@ def _read_file(path: Path) -> list[dict]:
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start}); re-save it as UTF-8") from None
     if path.suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(text)))
+        rows = list(csv.DictReader(io.StringIO(text)))
+        for n, row in enumerate(rows, 2):  # line 1 is the header
+            if None in row:
+                raise UserError(
+                    f"{path}: line {n}: more cells than the header has columns; quote commas in text"
+                )
+        return rows
     if path.suffix == ".jsonl":
         return [_json(line, path, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     rows = _json(text, path, None)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
+
+# Hugging Face and OpenAI-style tokens: never printed, logged or tracked, whatever message carries them.
+SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9]{8,})")
 
 
 class UserError(Exception):
@@ -20,13 +24,33 @@ def stage_main(fn: Callable[[list[str]], None]) -> Callable[[list[str] | None], 
         try:
             fn(sys.argv[1:] if argv is None else argv)
         except UserError as err:
-            print(f"ftbench: error: {err}", file=sys.stderr)
+            print(f"ftbench: error: {redact(str(err))}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("ftbench: interrupted; no outputs were written", file=sys.stderr)
             sys.exit(130)
+        except Exception as err:
+            if type(err).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError; torch not imported
+                raise
+            print(f"ftbench: error: {out_of_memory_message()}", file=sys.stderr)
+            sys.exit(3)
 
     return main
+
+
+def redact(text: str) -> str:
+    return SECRET_VALUE.sub("***", text)
+
+
+def out_of_memory_message() -> str:
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    return (
+        f"CUDA out of memory (peak {peak:.2f} GiB allocated by torch); lower the micro-batch "
+        "(methods.*.batch_size, raising grad_accum keeps the effective batch; evaluate.batch_size), set "
+        "train.gradient_checkpointing: true, shorten data.max_length, or raise resources.max_gpu_memory_gib"
+    )
 
 
 def _quiet_progress_bars() -> None:

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ftbench import config
+from ftbench.errors import redact
 from ftbench.resources import Record, measure
 
 EXPERIMENT = "ftbench"
 SECRET_KEY = re.compile(r"token|secret|passw|api[_-]?key|access[_-]?key|credential", re.IGNORECASE)
-SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9]{8,})")
 # A dead server must not hold a stage for minutes of client retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -37,10 +37,6 @@ def project_root(cwd: Path | None = None) -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-def redact(text: str) -> str:
-    return SECRET_VALUE.sub("***", text)
 
 
 def flat_params(p: config.Params) -> dict[str, str]:

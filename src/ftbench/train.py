@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from pathlib import Path
 
 import torch
 from transformers import get_scheduler
 
-from ftbench import config, galore, paths, qlora, resources, tracking
+from ftbench import checkpoint, config, galore, paths, qlora, resources, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, one_argument, stage_main
 from ftbench.loading import load_tokenizer
@@ -56,8 +57,31 @@ def optimizer_steps(
 # ---------------------------------------------------------------- fitting
 
 
-def fit(model, optimizer, steps, method: config.MethodParams, p: config.Params, pad_id: int, log) -> dict:
-    """The training loop; `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s."""
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the step and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __enter__(self) -> StopRequest:
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def fit(
+    model, optimizer, steps, label: str, p: config.Params, pad_id: int, log, ckpt: tuple[Path, str]
+) -> dict:
+    """The training loop, resumable from `ckpt` (folder, fingerprint).
+
+    `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s.
+    """
     total = len(steps)
     scheduler = get_scheduler(
         SCHEDULES[p.train.schedule],
@@ -66,45 +90,62 @@ def fit(model, optimizer, steps, method: config.MethodParams, p: config.Params, 
         num_training_steps=total,
     )
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
-    curve, tokens = [], 0
+    done, progress = checkpoint.load(*ckpt, model, optimizer, scheduler) or (0, {"curve": [], "tokens": 0})
     model.train()
-    for step, micro in enumerate(steps, 1):
-        t0, step_tokens = time.perf_counter(), 0
-        n_targets = sum(answer_tokens(rows) for rows in micro)  # the step's loss is a mean over all of them
-        step_loss = 0.0
-        for rows in micro:
-            batch = collate(rows, pad_id)
-            step_tokens += int(batch["attention_mask"].sum())
-            with autocast():
-                loss = answer_loss(model, batch) / n_targets
-            loss.backward()
-            step_loss += loss.item()
-        if not math.isfinite(step_loss):
-            raise UserError(
-                f"loss is {step_loss} at step {step}; lower methods.*.lr, or check for fp16 on Gemma"
-            )
-        # clipping at inf still returns the norm, which is logged
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, p.train.max_grad_norm or math.inf).item()
+    with StopRequest() as stop:
+        for step, micro in enumerate(steps, 1):
+            if step <= done:
+                continue  # the batches are a pure function of the seed: skipping them is the data position
+            metrics = train_step(model, optimizer, scheduler, trainable, micro, p, pad_id)
+            if not math.isfinite(metrics["loss"]):
+                raise UserError(
+                    f"{label}: loss is {metrics['loss']} at step {step}; likely a learning rate too high "
+                    "(methods.*.lr) or fp16 on Gemma (use bf16 or fp32); no outputs were written"
+                )
+            if step == 1 and any("rank" in g for g in optimizer.param_groups):
+                galore.check_projected(optimizer)
+            progress["tokens"] += metrics.pop("tokens")
+            log(step, metrics)
+            if step % p.train.log_every == 0 or step == total:
+                progress["curve"].append(
+                    {"step": step, "loss": round(metrics["loss"], 5), "lr": metrics["lr"]}
+                )
+                print(f"  step {step}/{total} loss {metrics['loss']:.4f}", flush=True)
+            every = p.train.checkpoint_every
+            if stop.signal or (every and step % every == 0 and step < total):
+                checkpoint.save(ckpt[0], ckpt[1], step, model, optimizer, scheduler, progress)
+            if stop.signal:
+                raise UserError(
+                    f"{label}: stopped by signal {stop.signal} after step {step}/{total}; "
+                    f"checkpoint saved in {ckpt[0]}, rerun to resume"
+                )
+    return progress
+
+
+def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params, pad_id: int) -> dict:
+    """One optimizer step over `micro` (grad_accum micro-batches); loss = mean over all answer tokens."""
+    t0, tokens, step_loss = time.perf_counter(), 0, 0.0
+    n_targets = sum(answer_tokens(rows) for rows in micro)
+    for rows in micro:
+        batch = collate(rows, pad_id)
+        tokens += int(batch["attention_mask"].sum())
+        with autocast():
+            loss = answer_loss(model, batch) / n_targets
+        loss.backward()
+        step_loss += loss.item()
+    # clipping at inf still returns the norm, which is logged
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, p.train.max_grad_norm or math.inf).item()
+    if math.isfinite(step_loss):
         optimizer.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step == 1 and method.recipe == "galore":
-            galore.check_projected(optimizer)
-        tokens += step_tokens
-        lr = scheduler.get_last_lr()[0]
-        log(
-            step,
-            {
-                "loss": step_loss,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tokens_per_s": step_tokens / (time.perf_counter() - t0),
-            },
-        )
-        if step % p.train.log_every == 0 or step == total:
-            curve.append({"step": step, "loss": round(step_loss, 5), "lr": lr})
-            print(f"  step {step}/{total} loss {step_loss:.4f}", flush=True)
-    return {"curve": curve, "tokens": tokens}
+    optimizer.zero_grad(set_to_none=True)
+    return {
+        "loss": step_loss,
+        "lr": scheduler.get_last_lr()[0],
+        "grad_norm": grad_norm,
+        "tokens_per_s": tokens / (time.perf_counter() - t0),
+        "tokens": tokens,
+    }
 
 
 def train_one(name: str, run: config.Run, p: config.Params, out: Path, st: tracking.StageRun) -> dict:
@@ -118,9 +159,22 @@ def train_one(name: str, run: config.Run, p: config.Params, out: Path, st: track
         model, optimizer, facts = setup(init, method, p, run.seed)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
     steps = optimizer_steps(rows, method, p, run.seed)
+    where = checkpoint.folder(name, run.key)
+    fp = checkpoint.fingerprint(
+        {
+            "method": method.model_dump(),
+            "train": p.train.model_dump(),
+            "run": run.key,
+            "init": str(init),
+            "rows": len(rows),
+            "steps": len(steps),
+        }
+    )
     with st.record.phase("train"):
         t0 = time.perf_counter()
-        result = fit(model, optimizer, steps, method, p, tokenizer.pad_token_id, st.log_step)
+        result = fit(
+            model, optimizer, steps, f"train@{name}", p, tokenizer.pad_token_id, st.log_step, (where, fp)
+        )
         train_s = time.perf_counter() - t0
     with st.record.phase("validate"):
         val_loss = mean_loss(
@@ -133,6 +187,7 @@ def train_one(name: str, run: config.Run, p: config.Params, out: Path, st: track
         model.save_pretrained(out, safe_serialization=True)
         if method.recipe == "galore":
             tokenizer.save_pretrained(out)
+    checkpoint.remove(where)
     targets = sum(answer_tokens(r) for s in steps for r in s)
     curve = result["curve"]
     return {

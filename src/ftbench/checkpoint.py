@@ -1,0 +1,103 @@
+"""Training checkpoints, so an interrupted stage resumes where it stopped.
+
+They live in checkpoints/, outside every DVC output, because DVC deletes a stage's outputs before it
+reruns it. A checkpoint holds the trainable weights, the optimizer state, the scheduler, the RNG and
+the loss curve so far; the data position is the step count (batches are a pure function of the seed).
+galore-torch keeps each projector as a Python object in the optimizer state, which
+`torch.load(weights_only=True)` refuses, so projectors are stored as their tensors and settings and
+rebuilt on load: a checkpoint never needs unpickling of arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from galore_torch.galore_projector import GaLoreProjector
+
+from ftbench.atomic import atomic_path
+
+ROOT = Path("checkpoints")
+FILE = "state.pt"
+PROJECTOR_KEYS = ("rank", "update_proj_gap", "scale", "proj_type")
+
+
+def folder(method: str, run_key: str) -> Path:
+    return ROOT / method / run_key.replace("/", "-")
+
+
+def fingerprint(settings: dict) -> str:
+    """Identifies the run a checkpoint belongs to: resuming under other params would mix two runs."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """state_dict() with each GaLore projector as plain data (state_dict shares the live per-param dicts,
+    so they are copied before the projector is swapped out)."""
+    state = optimizer.state_dict()
+    state["state"] = {i: _plain(s) for i, s in state["state"].items()}
+    return state
+
+
+def _plain(s: dict) -> dict:
+    s = dict(s)
+    proj = s.pop("projector", None)
+    if proj is not None:
+        s["projector"] = {"ortho_matrix": proj.ortho_matrix, **{k: getattr(proj, k) for k in PROJECTOR_KEYS}}
+    return s
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load the state, then rebuild projectors. They bypass load_state_dict, whose casting of state
+    values would mangle their strings; state keys are positions in the param groups' order."""
+    projectors = {i: s.pop("projector") for i, s in state["state"].items() if "projector" in s}
+    optimizer.load_state_dict(state)
+    params = [t for group in optimizer.param_groups for t in group["params"]]
+    for i, saved in projectors.items():
+        proj = GaLoreProjector(**{k: saved[k] for k in PROJECTOR_KEYS})
+        matrix = saved["ortho_matrix"]
+        device = params[i].device
+        proj.ortho_matrix = [m.to(device) for m in matrix] if isinstance(matrix, list) else matrix.to(device)
+        optimizer.state[params[i]]["projector"] = proj
+
+
+def save(where: Path, fp: str, step: int, model, optimizer, scheduler, progress: dict) -> None:
+    trainable = {n: t.detach() for n, t in model.named_parameters() if t.requires_grad}
+    state = {
+        "fingerprint": fp,
+        "step": step,
+        "progress": progress,
+        "model": trainable,
+        "optimizer": _optimizer_state(optimizer),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    with atomic_path(where / FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] | None:
+    """Restore a matching checkpoint; returns (steps done, progress) or None to start afresh."""
+    path = where / FILE
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["fingerprint"] != fp:
+        print(f"  ignoring {path}: it was written under other params", flush=True)
+        return None
+    model.load_state_dict(state["model"], strict=False)
+    _load_optimizer(optimizer, state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    print(f"  resuming from step {state['step']} ({path})", flush=True)
+    return state["step"], state["progress"]
+
+
+def remove(where: Path) -> None:
+    shutil.rmtree(where, ignore_errors=True)

@@ -1,0 +1,171 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ftbench import checkpoint, config, paths
+from ftbench.errors import UserError
+
+from .conftest import write_params
+
+LONG = {"data.sizes": {"train": 16, "validation": 4, "test": 8}, "train.checkpoint_every": 1}
+
+
+def long_run(project, tiny_model_dir, method):
+    """A run of 48 one-example steps, so a kill lands in the middle of it."""
+    write_params(
+        project,
+        tiny_model_dir,
+        **LONG,
+        **{
+            f"methods.{method}.batch_size": 1,
+            f"methods.{method}.grad_accum": 1,
+            f"methods.{method}.epochs": 3,
+        },
+    )
+
+
+def start(project, method):
+    env = {**os.environ, "FTBENCH_MLFLOW": "off"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ftbench.train", method],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_checkpoint(proc, method, min_step=3):
+    state = checkpoint.folder(method, "builtin/seed0") / checkpoint.FILE
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        if state.exists():
+            try:
+                if torch.load(state, weights_only=True)["step"] >= min_step:
+                    return state
+            except (RuntimeError, EOFError):  # caught between write and rename of another file
+                pass
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.fixture
+def prepared(project, tiny_model_dir):
+    import shutil
+
+    from ftbench import data
+
+    shutil.copytree(tiny_model_dir, paths.BASE)
+    data.run(config.load())
+    return project
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["qlora", "galore"])
+def test_killed_run_resumes_to_the_same_losses(prepared, tiny_model_dir, method):
+    long_run(prepared, tiny_model_dir, method)
+    curve = paths.CURVES / method / "builtin-seed0.csv"
+    done = start(prepared, method)
+    assert done.wait() == 0, done.stderr.read()[-2000:]
+    uninterrupted = curve.read_text()
+    assert not checkpoint.folder(method, "builtin/seed0").exists()  # a finished run cleans up
+
+    proc = start(prepared, method)
+    wait_for_checkpoint(proc, method)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = start(prepared, method)
+    out, err = again.communicate()
+    assert again.returncode == 0, err[-2000:]
+    assert "resuming from step" in out
+    # on the CPU the resumed run repeats the uninterrupted one exactly (tolerance 0)
+    assert curve.read_text() == uninterrupted
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(prepared, tiny_model_dir):
+    long_run(prepared, tiny_model_dir, "qlora")
+    proc = start(prepared, "qlora")
+    wait_for_checkpoint(proc, "qlora", min_step=1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate()
+    assert proc.returncode == 2 and "stopped by signal 15" in err and "rerun to resume" in err
+    assert "Traceback" not in err and not paths.model_dir("qlora").exists()
+    assert (checkpoint.folder("qlora", "builtin/seed0") / checkpoint.FILE).exists()
+
+
+def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path):
+    from galore_torch import GaLoreAdamW
+
+    w = torch.nn.Parameter(torch.randn(32, 16))
+    opt = GaLoreAdamW(
+        [{"params": [w], "rank": 4, "update_proj_gap": 5, "scale": 0.25, "proj_type": "std"}],
+        lr=1e-3,
+        no_deprecation_warning=True,
+    )
+    model = torch.nn.Linear(16, 32)
+    model.weight = w
+    w.grad = torch.randn_like(w)
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    checkpoint.save(tmp_path, "fp", 1, model, opt, sched, {"curve": [], "tokens": 0})
+    assert hasattr(opt.state[w]["projector"], "project")  # saving left the live optimizer intact
+    fresh = GaLoreAdamW(
+        [{"params": [w], "rank": 4, "update_proj_gap": 5, "scale": 0.25, "proj_type": "std"}],
+        lr=1e-3,
+        no_deprecation_warning=True,
+    )
+    fresh_sched = torch.optim.lr_scheduler.LambdaLR(fresh, lambda _: 1.0)
+    assert checkpoint.load(tmp_path, "other params", model, fresh, fresh_sched) is None
+    assert checkpoint.load(tmp_path, "fp", model, fresh, fresh_sched)[0] == 1
+    proj = fresh.state[w]["projector"]
+    torch.testing.assert_close(proj.ortho_matrix, opt.state[w]["projector"].ortho_matrix)
+    assert (proj.rank, proj.scale, proj.proj_type) == (4, 0.25, "std")
+
+
+def test_a_non_finite_loss_stops_the_stage_with_no_outputs(prepared, monkeypatch, st):
+    from ftbench import loss, train
+
+    def nan_loss(model, batch):
+        return loss.answer_loss(model, batch) * float("nan")
+
+    monkeypatch.setattr(train, "answer_loss", nan_loss)
+    with pytest.raises(
+        UserError, match=r"train@qlora: loss is nan at step 1; likely a learning rate too high"
+    ):
+        train.run("qlora", config.load(), st)
+    assert not paths.model_dir("qlora").exists() and not (paths.TRAIN / "qlora.json").exists()
+
+
+def test_out_of_memory_is_one_message_naming_the_knobs(capsys):
+    from ftbench.errors import stage_main
+
+    @stage_main
+    def stage(argv):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(SystemExit) as code:
+        stage([])
+    err = capsys.readouterr().err
+    assert code.value.code == 3 and err.count("\n") == 1
+    assert "methods.*.batch_size" in err and "train.gradient_checkpointing" in err
+
+
+def test_a_token_in_an_error_message_is_never_printed(capsys):
+    from ftbench.errors import stage_main
+
+    @stage_main
+    def stage(argv):
+        raise UserError("model x: 401 for https://hub/?token=hf_abcdefghijklmnop")
+
+    with pytest.raises(SystemExit):
+        stage([])
+    err = capsys.readouterr().err
+    assert "hf_abcdefghijklmnop" not in err and "token=***" in err
