@@ -54,3 +54,50 @@ def test_embedded_gguf_converts_to_a_real_gemma3_that_answers(project, tiny_mode
     sentence = tok("The capital of France is Paris, the largest city in the country.", return_tensors="pt")
     with torch.no_grad():
         assert lm(**sentence, labels=sentence.input_ids).loss < 4.0
+
+
+def test_transient_hub_errors_are_retried_then_given_up(monkeypatch):
+    monkeypatch.setattr(model, "RETRY_WAIT_S", 0)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("Read timed out")
+        return "loaded"
+
+    assert model.with_retries(flaky) == "loaded" and len(calls) == 3
+
+    def down():
+        calls.append(1)
+        raise OSError("Read timed out")
+
+    calls.clear()
+    with pytest.raises(OSError):
+        model.with_retries(down)
+    assert len(calls) == model.RETRIES
+    calls.clear()
+    with pytest.raises(OSError):
+        model.with_retries(lambda: calls.append(1) or (_ for _ in ()).throw(OSError("404 not found")))
+    assert len(calls) == 1  # not transient: no retry
+
+
+def test_a_cached_hub_model_loads_offline(project, tiny_model_dir):
+    """A model in the HF cache (hub layout: refs/main -> snapshots/<rev>) works with HF_HUB_OFFLINE=1."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    hub = project / "hf" / "hub" / "models--someone--tiny-gemma"
+    shutil.copytree(tiny_model_dir, hub / "snapshots" / "0123abc")
+    (hub / "refs").mkdir()
+    (hub / "refs" / "main").write_text("0123abc")
+    write_params(project, tiny_model_dir, **{"model.source": "someone/tiny-gemma"})
+    # huggingface_hub reads HF_HOME when imported, so the stage runs in a process of its own
+    env = {**os.environ, "HF_HOME": str(project / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ftbench.model"], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (paths.BASE / "model.safetensors").exists()

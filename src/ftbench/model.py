@@ -6,6 +6,8 @@ usage: python -m ftbench.model
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 
 import torch
@@ -16,6 +18,11 @@ from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+RETRIES, RETRY_WAIT_S = 3, 2.0
+TRANSIENT = re.compile(r"timed? ?out|temporar|connection (reset|aborted)|50[234]", re.IGNORECASE)
+# huggingface_hub waits 10 s for a metadata answer by default; a bounded wait is kept explicit here
+os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 
 
 def load_embedded(dtype: torch.dtype):
@@ -45,12 +52,26 @@ def load_pretrained(source: str, revision: str | None, dtype: torch.dtype):
     # an empty HF_TOKEN would be sent as an empty bearer token, which the hub refuses even for public models
     kw = dict(revision=revision, token=os.environ.get("HF_TOKEN") or None, trust_remote_code=False)
     try:
-        AutoConfig.from_pretrained(source, **kw)
-        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True, **kw)
+        with_retries(lambda: AutoConfig.from_pretrained(source, **kw))
+        tokenizer = with_retries(lambda: AutoTokenizer.from_pretrained(source, **kw))
+        model = with_retries(
+            lambda: AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True, **kw)
+        )
     except OSError as err:
         raise UserError(_explain(source, local, err)) from None
     return model, tokenizer
+
+
+def with_retries(load, attempts: int = RETRIES):
+    """Retry transient network failures (timeouts, dropped connections) a few times, then give up."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return load()
+        except OSError as err:
+            if attempt == attempts or not TRANSIENT.search(str(err)):
+                raise
+            print(f"model: transient hub error ({_first(err)}); retry {attempt}/{attempts - 1}", flush=True)
+            time.sleep(RETRY_WAIT_S * attempt)
 
 
 def _explain(source: str, local: bool, err: OSError) -> str:
