@@ -496,7 +496,8 @@ def run(p: config.Params) -> str:
 @stage_main
 def main(argv: list[str]) -> None:
     p = config.load()
-    with tracking.stage("report", p) as st:
+    # the report reads metrics/resources, so its own record goes to MLflow only
+    with tracking.stage("report", p, record_file=False) as st:
         print(run(p))
         st.artifacts += [paths.REPORT, paths.REPORT_HTML]
 

@@ -186,8 +186,8 @@ def training_flops(cfg, weight_grads: bool, tokens: int, answer_tokens: int) -> 
 
 
 @contextlib.contextmanager
-def measure(stage: str) -> Iterator[Record]:
-    """Watch the block and write metrics/resources/<stage>.json when it succeeds."""
+def measure(stage: str, write: bool = True) -> Iterator[Record]:
+    """Watch the block and, if `write`, save metrics/resources/<stage>.json when it succeeds."""
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -210,4 +210,5 @@ def measure(stage: str) -> Iterator[Record]:
     )
     if sampler.gpu:
         record.update(sampler.gpu.fields())
-    write_json(paths.RESOURCES / f"{stage}.json", dict(record))
+    if write:
+        write_json(paths.RESOURCES / f"{stage}.json", dict(record))

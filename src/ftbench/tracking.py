@@ -164,12 +164,15 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage(name: str, p: config.Params, **tags: str) -> Iterator[StageRun]:
-    """Measure the stage and log it to MLflow (FINISHED, or FAILED if the body raises)."""
+def stage(name: str, p: config.Params, record_file: bool = True, **tags: str) -> Iterator[StageRun]:
+    """Measure the stage and log it to MLflow (FINISHED, or FAILED if the body raises).
+
+    `record_file=False` keeps the resource record out of metrics/resources (MLflow still gets it).
+    """
     tracker = Tracker(name, p, tags)
     run = None
     try:
-        with measure(name) as record:
+        with measure(name, write=record_file) as record:
             run = StageRun(record, tracker)
             yield run
     except BaseException:
