@@ -148,12 +148,13 @@ def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params, 
     }
 
 
-def train_one(name: str, run: config.Run, p: config.Params, out: Path, st: tracking.StageRun) -> dict:
+def train_one(
+    name: str, run: config.Run, p: config.Params, out: Path, st: tracking.StageRun, tokenizer
+) -> dict:
     """Set up the recipe, fit on one dataset with one seed, save the adapter or model to `out`."""
     method = p.methods[name]
     torch.manual_seed(run.seed)
     init = init_dir(method.init, run)
-    tokenizer = load_tokenizer(paths.BASE)
     setup = qlora.setup if method.recipe == "qlora" else galore.setup
     with st.record.phase("load"):
         model, optimizer, facts = setup(init, method, p, run.seed)
@@ -210,10 +211,11 @@ def train_one(name: str, run: config.Run, p: config.Params, out: Path, st: track
 
 def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     results = {}
+    tokenizer = load_tokenizer(paths.BASE)  # one load of the 262k-token vocabulary for every run
     with atomic_path(paths.model_dir(name), is_dir=True) as out:
         for r in p.runs(name):
             print(f"train {name} on {r.key}", flush=True)
-            results[r.key] = train_one(name, r, p, out / r.key, st)
+            results[r.key] = train_one(name, r, p, out / r.key, st, tokenizer)
     for key, r in results.items():
         _write_curve(paths.CURVES / name / f"{key.replace('/', '-')}.csv", r.pop("curve"))
     write_json(paths.TRAIN / f"{name}.json", results)
