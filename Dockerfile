@@ -34,12 +34,13 @@ RUN mkdir -p src/ftbench && touch README.md src/ftbench/__init__.py
 # torch first from the CUDA index, then the project with torch held to the same pin (a constraint,
 # so the project's torch range cannot swap in another build from PyPI). The pip cache is a BuildKit
 # cache mount: these RUNs are root's, so its cache is /root/.cache/pip (none is left in the image).
+# The `gpu` extra adds liger-kernel (the fused output layer + loss, GPU only).
 # The `kernels` package (compiled kernels fetched from the Hugging Face hub at run time) is not
 # wanted: the build fails if some dependency pulls it in.
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" \
     && echo "torch==$TORCH_VERSION" > /tmp/torch-pin.txt \
-    && pip install --constraint /tmp/torch-pin.txt . \
+    && pip install --constraint /tmp/torch-pin.txt ".[gpu]" \
     && pip uninstall --yes ftbench \
     && if pip show kernels > /dev/null 2>&1; then echo "kernels must not be installed" >&2; exit 1; fi
 

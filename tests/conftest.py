@@ -9,20 +9,12 @@ import pytest
 import torch
 import yaml
 
+from ftbench.bench import SHAPES
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=32,
-    sliding_window=64,
-    max_position_embeddings=1024,
-    query_pre_attn_scalar=32,
-    tie_word_embeddings=True,
-)
+# the bench's tiny shape, with the vocabulary taken from the tokenizer instead
+TINY = {k: v for k, v in SHAPES["tiny"].items() if k != "vocab_size"}
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +96,15 @@ def _offline(monkeypatch):
     monkeypatch.setenv("FTBENCH_MLFLOW", "off")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def prepared(project, tiny_model_dir):
+    """A project with the tiny model as models/base and the data stage run; returns its params."""
+    import shutil
+
+    from ftbench import config, data, paths
+
+    shutil.copytree(tiny_model_dir, paths.BASE)
+    data.run(config.load())
+    return config.load()

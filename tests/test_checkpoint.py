@@ -56,32 +56,21 @@ def wait_for_checkpoint(proc, method, min_step=3):
     raise AssertionError("no checkpoint appeared")
 
 
-@pytest.fixture
-def prepared(project, tiny_model_dir):
-    import shutil
-
-    from ftbench import data
-
-    shutil.copytree(tiny_model_dir, paths.BASE)
-    data.run(config.load())
-    return project
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["qlora", "galore"])
-def test_killed_run_resumes_to_the_same_losses(prepared, tiny_model_dir, method):
-    long_run(prepared, tiny_model_dir, method)
+def test_killed_run_resumes_to_the_same_losses(prepared, project, tiny_model_dir, method):
+    long_run(project, tiny_model_dir, method)
     curve = paths.CURVES / method / "builtin-seed0.csv"
-    done = start(prepared, method)
+    done = start(project, method)
     assert done.wait() == 0, done.stderr.read()[-2000:]
     uninterrupted = curve.read_text()
     assert not checkpoint.folder(method, "builtin/seed0").exists()  # a finished run cleans up
 
-    proc = start(prepared, method)
+    proc = start(project, method)
     wait_for_checkpoint(proc, method)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    again = start(prepared, method)
+    again = start(project, method)
     out, err = again.communicate()
     assert again.returncode == 0, err[-2000:]
     assert "resuming from step" in out
@@ -90,9 +79,9 @@ def test_killed_run_resumes_to_the_same_losses(prepared, tiny_model_dir, method)
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(prepared, tiny_model_dir):
-    long_run(prepared, tiny_model_dir, "qlora")
-    proc = start(prepared, "qlora")
+def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(prepared, project, tiny_model_dir):
+    long_run(project, tiny_model_dir, "qlora")
+    proc = start(project, "qlora")
     wait_for_checkpoint(proc, "qlora", min_step=1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate()
@@ -104,12 +93,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(prepared, tiny_mode
 def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path):
     from galore_torch import GaLoreAdamW
 
+    from ftbench.galore import Projector
+
     w = torch.nn.Parameter(torch.randn(32, 16))
     opt = GaLoreAdamW(
         [{"params": [w], "rank": 4, "update_proj_gap": 5, "scale": 0.25, "proj_type": "std"}],
         lr=1e-3,
         no_deprecation_warning=True,
     )
+    opt.state[w]["projector"] = Projector(4, 5, 0.25, "std", svd="lowrank")
     model = torch.nn.Linear(16, 32)
     model.weight = w
     w.grad = torch.randn_like(w)
@@ -127,14 +119,14 @@ def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path)
     assert checkpoint.load(tmp_path, "fp", model, fresh, fresh_sched)[0] == 1
     proj = fresh.state[w]["projector"]
     torch.testing.assert_close(proj.ortho_matrix, opt.state[w]["projector"].ortho_matrix)
-    assert (proj.rank, proj.scale, proj.proj_type) == (4, 0.25, "std")
+    assert (proj.rank, proj.scale, proj.proj_type, proj.svd) == (4, 0.25, "std", "lowrank")
 
 
 def test_a_non_finite_loss_stops_the_stage_with_no_outputs(prepared, monkeypatch, st):
     from ftbench import loss, train
 
-    def nan_loss(model, batch):
-        return loss.answer_loss(model, batch) * float("nan")
+    def nan_loss(model, batch, fused):
+        return loss.answer_loss(model, batch, fused) * float("nan")
 
     monkeypatch.setattr(train, "answer_loss", nan_loss)
     with pytest.raises(

@@ -170,14 +170,14 @@ def test_dockerfile_installs_from_the_same_spec_as_the_makefile(dockerfile: str)
     docker_installs = [
         requirements_of(a) for kw, args in instructions(dockerfile) if kw == "RUN" for a in pip_installs(args)
     ]
-    # Both install the project itself from pyproject.toml: `pip install -e '.[dev]'` and `pip install .`.
+    # Both install the project from pyproject.toml: `pip install -e '.[dev]'` and `pip install '.[gpu]'`.
     assert any(r.startswith(".") for reqs in make_installs for r in reqs), make_installs
-    assert ["."] in docker_installs, docker_installs
+    assert [".[gpu]"] in docker_installs, docker_installs
     assert any(kw == "COPY" and "pyproject.toml" in args.split() for kw, args in instructions(dockerfile))
     # Besides the project, each installs torch from its one pin, and nothing else by name: no package of
     # pyproject's dependencies is re-listed, no requirements file, no `kernels`.
     assert {r for reqs in make_installs for r in reqs if not r.startswith(".")} <= {"pip", "$(TORCH)"}
-    assert {r for reqs in docker_installs for r in reqs} == {".", "torch==$TORCH_VERSION"}
+    assert {r for reqs in docker_installs for r in reqs} == {".[gpu]", "torch==$TORCH_VERSION"}
     runs = " ; ".join(args for keyword, args in instructions(dockerfile) if keyword == "RUN")
     assert not any(a in ("-r", "--requirement") for args in pip_installs(runs) for a in args)
     assert not list(ROOT.glob("requirements*.txt"))

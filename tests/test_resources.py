@@ -63,15 +63,9 @@ def test_nvml_peak_is_above_the_baseline_with_process_usage_utilisation_and_ener
 
 
 def test_training_flops_match_the_known_gemma3_1b_count():
-    cfg = Gemma3TextConfig(
-        hidden_size=1152,
-        intermediate_size=6912,
-        num_hidden_layers=26,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=256,
-        vocab_size=262144,
-    )
+    from ftbench.bench import SHAPES
+
+    cfg = Gemma3TextConfig(**SHAPES["gemma3-1b"])
     body, head = resources.matmul_params(cfg)
     assert (body + head) / 1e9 == pytest.approx(1.0, abs=0.01)  # Gemma-3-1B: 1.0B matmul weights
     # every token an answer token: 6.0 GFLOP a token with weight gradients, 4.0 without (shared/bench)

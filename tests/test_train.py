@@ -1,20 +1,12 @@
 import json
-import shutil
 
 import pytest
 import torch
 
-from ftbench import chat, config, data, galore, loss, paths, qlora, train
+from ftbench import chat, config, galore, loss, paths, qlora, train
 from ftbench.loading import load_model, load_tokenizer
 
 from .conftest import write_params
-
-
-@pytest.fixture
-def prepared(project, tiny_model_dir):
-    shutil.copytree(tiny_model_dir, paths.BASE)
-    data.run(config.load())
-    return config.load()
 
 
 def test_micro_batches_are_deterministic_length_grouped_and_cover_every_row():
@@ -43,10 +35,12 @@ def test_answer_loss_equals_the_model_loss_on_answer_tokens(prepared):
 
 
 def test_optimizer_steps_respect_epochs_accumulation_and_cap(prepared):
-    p = prepared
+    p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"micro_batch_tokens": None})})
     rows = [{"input_ids": [1, 2, 3], "prompt_len": 1}] * 16
     steps = train.optimizer_steps(rows, p.methods["qlora"], p, seed=0)  # 1 epoch, 4 x 2 in the test params
     assert len(steps) == 2 and all(len(s) == 2 and len(s[0]) == 4 for s in steps)
+    one_pass = train.optimizer_steps(rows, p.methods["qlora"], prepared, seed=0)  # 4,096-token budget
+    assert [[len(m) for m in s] for s in one_pass] == [[8], [8]]
     capped = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": 1})})
     assert len(train.optimizer_steps(rows, p.methods["qlora"], capped, seed=0)) == 1
 
@@ -101,3 +95,39 @@ def test_each_training_seed_is_its_own_run(prepared, project, tiny_model_dir, st
     results = train.run("qlora", config.load(), st)
     assert set(results) == {"builtin/seed0", "builtin/seed1"}
     assert results["builtin/seed0"]["final_loss"] != results["builtin/seed1"]["final_loss"]
+
+
+def test_token_budget_passes_keep_every_row_within_the_budget():
+    rows = [{"input_ids": [0] * n, "prompt_len": 1, "id": i} for i, n in enumerate([30, 5, 12, 60, 7, 20])]
+    step = [rows[:3], rows[3:]]
+    passes = train.by_tokens(step, budget=64)
+    assert sorted(r["id"] for p in passes for r in p) == list(range(6))
+    assert all(len(p) * max(len(r["input_ids"]) for r in p) <= 64 for p in passes)
+    assert train.by_tokens(step, budget=10)[0] == [rows[3]]  # longer than the budget: alone
+
+
+def test_token_budget_layout_gives_the_same_losses_as_batch_size_rows(prepared):
+    """The cut of a step into forward passes changes no loss: it is normalised per step."""
+    from ftbench.atomic import read_jsonl
+
+    rows = read_jsonl(paths.split_file("builtin", "train"))
+    method = prepared.methods["galore"]
+    results = []
+    for budget in (None, 4096):
+        p = prepared.model_copy(
+            update={"train": prepared.train.model_copy(update={"micro_batch_tokens": budget})}
+        )
+        steps = train.optimizer_steps(rows, method, p, seed=0)
+        torch.manual_seed(0)
+        model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
+        trainable = [t for g in optimizer.param_groups for t in g["params"]]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        results.append(
+            (
+                len(steps[0]),
+                [train.train_step(model, optimizer, scheduler, trainable, s, p, 0)["loss"] for s in steps],
+            )
+        )
+    (passes_plain, plain), (passes_budget, budgeted) = results
+    assert passes_plain == 2 and passes_budget == 1
+    torch.testing.assert_close(budgeted, plain, rtol=1e-5, atol=1e-6)

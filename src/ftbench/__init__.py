@@ -1,1 +1,8 @@
 """ftbench: a reproducible benchmark of QLoRA, GaLore and a staged QLoRA -> GaLore hybrid."""
+
+import os
+
+# Forward passes change shape from one micro-batch to the next (lengths vary); with fixed-size segments
+# the CUDA caching allocator fragments and the device holds several GiB more than torch uses. This must
+# be set before torch first touches the GPU, hence at package import. A user's own setting wins.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")

@@ -16,13 +16,13 @@ import shutil
 from pathlib import Path
 
 import torch
-from galore_torch.galore_projector import GaLoreProjector
 
 from ftbench.atomic import atomic_path
+from ftbench.galore import Projector
 
 ROOT = Path("checkpoints")
 FILE = "state.pt"
-PROJECTOR_KEYS = ("rank", "update_proj_gap", "scale", "proj_type")
+PROJECTOR_KEYS = ("rank", "update_proj_gap", "scale", "proj_type", "svd")
 
 
 def folder(method: str, run_key: str) -> Path:
@@ -57,7 +57,7 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
     optimizer.load_state_dict(state)
     params = [t for group in optimizer.param_groups for t in group["params"]]
     for i, saved in projectors.items():
-        proj = GaLoreProjector(**{k: saved[k] for k in PROJECTOR_KEYS})
+        proj = Projector(**{k: saved[k] for k in PROJECTOR_KEYS})
         matrix = saved["ortho_matrix"]
         device = params[i].device
         proj.ortho_matrix = [m.to(device) for m in matrix] if isinstance(matrix, list) else matrix.to(device)

@@ -96,6 +96,10 @@ class GaloreParams(Strict):
     """Which side of each matrix is projected."""
     train_embedding: bool = False
     """Train the (tied) token embedding with plain AdamW."""
+    layerwise: bool = True
+    """Project and free each matrix's gradient during backward instead of holding the full gradient."""
+    svd: Literal["full", "lowrank"] = "full"
+    """Projection refresh by full SVD (GaLore's) or randomized torch.svd_lowrank (faster, approximate)."""
 
 
 class MethodParams(Strict):
@@ -147,6 +151,12 @@ class TrainParams(Strict):
     """Cap on optimizer steps per method; None lets epochs decide."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass."""
+    micro_batch_tokens: PositiveInt | None = None
+    """Forward passes of at most this many (padded) tokens per optimizer step; None = batch_size rows."""
+    compile: bool = False
+    """torch.compile each decoder layer: fewer kernel launches, a compile on the first steps."""
+    fused_cross_entropy: bool = True
+    """On a GPU with liger-kernel: output layer and cross-entropy in chunks, never all logits at once."""
     log_every: PositiveInt = 1
     """Optimizer steps between loss records."""
     checkpoint_every: Annotated[int, Field(ge=0)] = 50
@@ -172,6 +182,8 @@ class EvaluateParams(Strict):
 class ResourceParams(Strict):
     max_gpu_memory_gib: Annotated[float, Field(gt=0)] | None = None
     """Cap on this process's GPU memory (torch's allocator fails beyond it); None = the whole GPU."""
+    gpus: PositiveInt | Literal["auto"] = 1
+    """Data-parallel processes for training and evaluation, one per GPU; auto = every visible GPU."""
     peak_tflops: Annotated[float, Field(gt=0)] | None = None
     """The GPU's dense bf16 peak for MFU; None looks the GPU up in a table of known ones."""
 
@@ -224,6 +236,13 @@ class Params(Strict):
                 source = method.init.split("/", 1)[1]
                 if source not in self.merge:
                     raise ValueError(f"methods.{name}.init: add `merge: {{{source}: ...}}` to produce it")
+        if self.resources.gpus not in (1, "auto"):
+            for name, method in self.methods.items():
+                if method.galore and method.galore.layerwise:
+                    raise ValueError(
+                        f"methods.{name}.galore.layerwise: true needs resources.gpus: 1 (each rank would "
+                        "project with its own basis); set it false to train on several GPUs"
+                    )
         for name in self.merge:
             if self.methods.get(name) is None or self.methods[name].recipe != "qlora":
                 raise ValueError(f"merge.{name}: merge needs a qlora method named {name}")

@@ -12,10 +12,10 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
-from ftbench import chat, config, paths, qlora, resources, stats, tracking
+from ftbench import chat, config, distributed, paths, qlora, resources, stats, tracking
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.errors import one_argument, stage_main
-from ftbench.loading import compute_dtype, device, load_model, load_tokenizer
+from ftbench.loading import compute_dtype, configure_attention, device, load_model, load_tokenizer
 from ftbench.loss import mean_loss
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
@@ -48,7 +48,8 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
     )
     model.eval()
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: list[str] = [""] * len(prompts)
+    order = order[distributed.rank() :: distributed.world_size()]  # this rank's share, lengths alike
+    answers: dict[int, str] = {}
     bs = p.evaluate.batch_size
     for start in range(0, len(order), bs):
         idx = order[start : start + bs]
@@ -63,7 +64,8 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
         )
         for row, i in enumerate(idx):
             answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
-    return answers
+    merged = {i: a for share in distributed.gather(answers) for i, a in share.items()}
+    return [merged[i] for i in range(len(prompts))]
 
 
 def example_scores(prediction: str, reference: str, scorer) -> dict:
@@ -109,6 +111,8 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
         predictions = generate(model, tokenizer, [r["input_ids"][: r["prompt_len"]] for r in rows], p)
     with record.phase("test_loss"):
         loss = mean_loss(model, rows, p.evaluate.batch_size, tokenizer.pad_token_id)
+    if not distributed.is_main():
+        return {}
     with record.phase("score"):
         scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=p.evaluate.rouge_stemmer)
         scored = []
@@ -129,6 +133,8 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
 def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     tokenizer = load_tokenizer(paths.BASE)
     runs = {r.key: evaluate_run(name, r, p, tokenizer, st.record) for r in p.runs(name)}
+    if not distributed.is_main():
+        return {}
     summary = {
         k: round(float(np.mean([r[k] for r in runs.values()])), 4) for k in (*METRICS, "loss", "perplexity")
     }
@@ -147,9 +153,13 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
 def main(argv: list[str]) -> None:
     p = config.load()
     name = one_argument(argv, ["base", *p.methods], "evaluate")
+    distributed.launch_or_init(p, "ftbench.evaluate", argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
+    configure_attention()
     with tracking.stage(f"evaluate-{name}", p, method=name) as st:
         summary = run(name, p, st)
+        if not distributed.is_main():
+            return
         st.log_step(0, {k: summary[k] for k in (*METRICS, "loss", "perplexity")})
         st.artifacts += [paths.EVAL / f"{name}.json", paths.PREDICTIONS / name]
 

@@ -11,12 +11,24 @@ from ftbench import chat
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU this process runs on (its rank's, under torchrun), or the CPU."""
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
 
 
 def compute_dtype() -> torch.dtype:
     """bf16 on the GPU (Gemma overflows in fp16); fp32 on the CPU, where bf16 matmuls are slow."""
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def configure_attention() -> None:
+    """cuDNN's attention builds a plan for every new input shape, and shapes change from one micro-batch
+    (or generated token) to the next: on the H200 QLoRA trained 2.4x faster with it off."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def load_tokenizer(path: str | Path):

@@ -1,10 +1,10 @@
 """What a stage costs: wall time per phase, peak memory, tokens/s, MFU and energy.
 
 A sampler thread reads, every 10 ms, NVML's device memory used (minus the baseline before the stage's
-work), this process's own GPU memory where NVML lists it, GPU utilisation, and the resident memory of
-the process tree (psutil). torch's own peaks are read at the end (reset once, at stage start). On a
-machine without a GPU the GPU fields are null and the rest still holds. The record goes to
-metrics/resources/<stage>.json.
+work) and, every 100 ms, this process's own GPU memory where NVML lists it, GPU utilisation, and the
+resident memory of the process tree (psutil). torch's own peaks are read at the end (reset once, at
+stage start). On a machine without a GPU the GPU fields are null and the rest still holds. The record
+goes to metrics/resources/<stage>.json.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from collections.abc import Iterator
 import psutil
 import torch
 
-from ftbench import paths
+from ftbench import distributed, paths
 from ftbench.atomic import write_json
 
 GIB = 2**30
 PERIOD_S = 0.01
+FULL_EVERY = 10  # samples between the costlier readings (process tree, per-process GPU, utilisation)
 # Dense bf16 tensor-core peaks by the vendors' datasheets, TFLOP/s; `resources.peak_tflops` overrides.
 PEAK_TFLOPS = {
     "H200": 989.0,
@@ -54,14 +55,20 @@ class Sampler:
                 total += p.memory_info().rss
         return total
 
-    def sample(self) -> None:
-        self.peak_rss = max(self.peak_rss, self._tree_rss())
+    def sample(self, full: bool = True) -> None:
+        if full:
+            self.peak_rss = max(self.peak_rss, self._tree_rss())
         if self.gpu:
-            self.gpu.sample()
+            self.gpu.sample(full)
 
     def _loop(self) -> None:
+        # Device memory every 10 ms (one cheap NVML call); the process-tree walk and the other NVML
+        # queries every 10th time: their Python work competes with the training loop for the GIL,
+        # and a launch-bound loop on a GPU feels every millisecond of it.
+        tick = 0
         while not self._stop.wait(PERIOD_S):
-            self.sample()
+            tick += 1
+            self.sample(full=tick % FULL_EVERY == 0)
 
     def __enter__(self) -> Sampler:
         self.sample()
@@ -115,8 +122,10 @@ class _Nvml:
             return None
         return None
 
-    def sample(self) -> None:
+    def sample(self, full: bool = True) -> None:
         self.peak_used = max(self.peak_used, self._used() - self.baseline)
+        if not full:
+            return
         mine = self._process_used()
         if mine is not None:
             self.peak_process = max(self.peak_process or 0, mine)
@@ -185,6 +194,17 @@ def training_flops(cfg, weight_grads: bool, tokens: int, answer_tokens: int) -> 
     return per_weight * (body * tokens + head * answer_tokens)
 
 
+def _per_device(record: Record) -> None:
+    """With several data-parallel ranks: each rank's memory peaks, and their total, on every record."""
+    keys = ("device", "peak_gpu_gib", "torch_peak_allocated_gib", "peak_rss_gib")
+    ranks = distributed.gather({k: record.get(k) for k in keys})
+    if len(ranks) > 1:
+        record["per_device"] = ranks
+        for k in ("peak_gpu_gib", "peak_rss_gib"):
+            values = [r[k] for r in ranks if r[k] is not None]
+            record[f"{k}_total"] = round(sum(values), 3) if values else None
+
+
 @contextlib.contextmanager
 def measure(stage: str, write: bool = True) -> Iterator[Record]:
     """Watch the block and, if `write`, save metrics/resources/<stage>.json when it succeeds."""
@@ -210,5 +230,6 @@ def measure(stage: str, write: bool = True) -> Iterator[Record]:
     )
     if sampler.gpu:
         record.update(sampler.gpu.fields())
+    _per_device(record)
     if write:
         write_json(paths.RESOURCES / f"{stage}.json", dict(record))

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from ftbench import config
+from ftbench import config, distributed
 from ftbench.errors import redact
 from ftbench.resources import Record, measure
 
@@ -80,7 +80,7 @@ class Tracker:
     def __init__(self, stage: str, p: config.Params, tags: dict[str, str]) -> None:
         self.client = self.run_id = None
         uri = tracking_uri()
-        if os.environ.get("FTBENCH_MLFLOW") == "off":
+        if os.environ.get("FTBENCH_MLFLOW") == "off" or not distributed.is_main():
             return
         if not _reachable(uri):
             self._warn(f"MLflow tracking server {redact(uri)} cannot be reached")
@@ -172,7 +172,7 @@ def stage(name: str, p: config.Params, record_file: bool = True, **tags: str) ->
     tracker = Tracker(name, p, tags)
     run = None
     try:
-        with measure(name, write=record_file) as record:
+        with measure(name, write=record_file and distributed.is_main()) as record:
             run = StageRun(record, tracker)
             yield run
     except BaseException:

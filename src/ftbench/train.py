@@ -5,6 +5,7 @@ usage: python -m ftbench.train <method>
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
@@ -14,14 +15,30 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler
 
-from ftbench import checkpoint, config, galore, paths, qlora, resources, tracking
+from ftbench import checkpoint, config, distributed, galore, paths, qlora, resources, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, one_argument, stage_main
-from ftbench.loading import load_tokenizer
-from ftbench.loss import answer_loss, answer_tokens, autocast, causal_lm, collate, mean_loss
+from ftbench.loading import configure_attention, load_tokenizer
+from ftbench.loss import (
+    answer_loss,
+    answer_tokens,
+    autocast,
+    causal_lm,
+    collate,
+    fused_loss_available,
+    mean_loss,
+)
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 LENGTH_POOL = 64  # micro-batches per pool that is sorted by length: little padding, order still random
+
+
+def compile_layers(model, p: config.Params) -> None:
+    """`train.compile`: torch.compile each decoder layer (one compiled graph shared by all layers), which
+    fuses the small element-wise kernels whose launches, not the matmuls, bound the step time."""
+    if p.train.compile:
+        for layer in causal_lm(model).model.layers:
+            layer.compile(dynamic=True)
 
 
 def init_dir(init: str, run: config.Run) -> Path:
@@ -51,7 +68,41 @@ def optimizer_steps(
     """All epochs' micro-batches grouped grad_accum at a time, capped at train.max_steps."""
     micro = [b for e in range(method.epochs) for b in micro_batches(rows, method.batch_size, seed, e)]
     steps = [micro[i : i + method.grad_accum] for i in range(0, len(micro), method.grad_accum)]
-    return steps[: p.train.max_steps] if p.train.max_steps else steps
+    steps = steps[: p.train.max_steps] if p.train.max_steps else steps
+    if distributed.world_size() > 1:  # this rank's share of every step, in batch_size-row passes
+        steps = [_passes(distributed.shard([r for m in s for r in m]), method.batch_size) for s in steps]
+    budget = p.train.micro_batch_tokens
+    return [by_tokens(s, budget) for s in steps] if budget else steps
+
+
+def _passes(rows: list[dict], batch_size: int) -> list[list[dict]]:
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def by_tokens(step: list[list[dict]], budget: int) -> list[list[dict]]:
+    """The step's rows re-cut into forward passes of at most `budget` padded tokens, longest first.
+
+    The loss is normalised by the step's answer tokens, so the gradient does not depend on the cut; a
+    few large passes keep the GPU busy where batch_size short rows would leave it idle. A row longer
+    than the budget gets a pass of its own.
+    """
+    rows = sorted((r for micro in step for r in micro), key=lambda r: len(r["input_ids"]), reverse=True)
+    if not rows:
+        return []
+    passes: list[list[dict]] = [[]]
+    for r in rows:
+        current = passes[-1]
+        if current and (len(current) + 1) * len(current[0]["input_ids"]) > budget:
+            passes.append(current := [])
+        current.append(r)
+    return passes
+
+
+def padding_share(steps: list[list[list[dict]]]) -> float:
+    """Share of the tokens fed to the model that are padding."""
+    real = sum(len(r["input_ids"]) for s in steps for m in s for r in m)
+    fed = sum(len(m) * max(len(r["input_ids"]) for r in m) for s in steps for m in s)
+    return round(1 - real / fed, 4)
 
 
 # ---------------------------------------------------------------- fitting
@@ -110,31 +161,37 @@ def fit(
                 progress["curve"].append(
                     {"step": step, "loss": round(metrics["loss"], 5), "lr": metrics["lr"]}
                 )
-                print(f"  step {step}/{total} loss {metrics['loss']:.4f}", flush=True)
+                if distributed.is_main():
+                    print(f"  step {step}/{total} loss {metrics['loss']:.4f}", flush=True)
             every = p.train.checkpoint_every
-            if stop.signal or (every and step % every == 0 and step < total):
+            stopping = distributed.sum_scalars(float(bool(stop.signal)))[0] > 0  # any rank stops them all
+            if (stopping or (every and step % every == 0 and step < total)) and distributed.is_main():
                 checkpoint.save(ckpt[0], ckpt[1], step, model, optimizer, scheduler, progress)
-            if stop.signal:
+            if stopping:
+                who = f"signal {stop.signal}" if stop.signal else "a signal to another rank"
                 raise UserError(
-                    f"{label}: stopped by signal {stop.signal} after step {step}/{total}; "
+                    f"{label}: stopped by {who} after step {step}/{total}; "
                     f"checkpoint saved in {ckpt[0]}, rerun to resume"
                 )
     return progress
 
 
 def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params, pad_id: int) -> dict:
-    """One optimizer step over `micro` (grad_accum micro-batches); loss = mean over all answer tokens."""
+    """One optimizer step over `micro` (this rank's forward passes); loss = mean over the step's answer
+    tokens on every rank, so summing gradients over ranks gives the one-process gradient."""
     t0, tokens, step_loss = time.perf_counter(), 0, 0.0
-    n_targets = sum(answer_tokens(rows) for rows in micro)
+    (n_targets,) = distributed.sum_scalars(sum(answer_tokens(rows) for rows in micro))
     for rows in micro:
         batch = collate(rows, pad_id)
         tokens += int(batch["attention_mask"].sum())
         with autocast():
-            loss = answer_loss(model, batch) / n_targets
+            loss = answer_loss(model, batch, p.train.fused_cross_entropy) / n_targets
         loss.backward()
         step_loss += loss.item()
+    distributed.sum_gradients(trainable)
+    step_loss, tokens = distributed.sum_scalars(step_loss, tokens)
     # clipping at inf still returns the norm, which is logged
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, p.train.max_grad_norm or math.inf).item()
+    grad_norm = galore.clip_gradients(optimizer, trainable, p.train.max_grad_norm or math.inf)
     if math.isfinite(step_loss):
         optimizer.step()
         scheduler.step()
@@ -144,7 +201,7 @@ def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params, 
         "lr": scheduler.get_last_lr()[0],
         "grad_norm": grad_norm,
         "tokens_per_s": tokens / (time.perf_counter() - t0),
-        "tokens": tokens,
+        "tokens": int(tokens),
     }
 
 
@@ -158,6 +215,7 @@ def train_one(
     setup = qlora.setup if method.recipe == "qlora" else galore.setup
     with st.record.phase("load"):
         model, optimizer, facts = setup(init, method, p, run.seed)
+        compile_layers(model, p)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
     steps = optimizer_steps(rows, method, p, run.seed)
     where = checkpoint.folder(name, run.key)
@@ -183,12 +241,14 @@ def train_one(
             read_jsonl(paths.split_file(run.dataset, "validation")),
             method.batch_size,
             tokenizer.pad_token_id,
+            p.train.fused_cross_entropy,
         )
-    with st.record.phase("save"):
-        model.save_pretrained(out, safe_serialization=True)
-        if method.recipe == "galore":
-            tokenizer.save_pretrained(out)
-    checkpoint.remove(where)
+    if distributed.is_main():
+        with st.record.phase("save"):
+            model.save_pretrained(out, safe_serialization=True)
+            if method.recipe == "galore":
+                tokenizer.save_pretrained(out)
+        checkpoint.remove(where)
     targets = sum(answer_tokens(r) for s in steps for r in s)
     curve = result["curve"]
     return {
@@ -201,6 +261,9 @@ def train_one(
         "flops": resources.training_flops(
             causal_lm(model).config, method.recipe == "galore", result["tokens"], targets
         ),
+        "padding_share": padding_share(steps),
+        "fused_cross_entropy": p.train.fused_cross_entropy and fused_loss_available(),
+        **({"svd_s": round(galore.svd_seconds(optimizer), 2)} if method.recipe == "galore" else {}),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],
         "val_loss": val_loss,
@@ -212,10 +275,12 @@ def train_one(
 def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     results = {}
     tokenizer = load_tokenizer(paths.BASE)  # one load of the 262k-token vocabulary for every run
-    with atomic_path(paths.model_dir(name), is_dir=True) as out:
+    with _output_dir(paths.model_dir(name)) as out:
         for r in p.runs(name):
             print(f"train {name} on {r.key}", flush=True)
             results[r.key] = train_one(name, r, p, out / r.key, st, tokenizer)
+    if not distributed.is_main():
+        return results
     for key, r in results.items():
         _write_curve(paths.CURVES / name / f"{key.replace('/', '-')}.csv", r.pop("curve"))
     write_json(paths.TRAIN / f"{name}.json", results)
@@ -233,6 +298,16 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     return results
 
 
+@contextlib.contextmanager
+def _output_dir(path: Path):
+    """The stage's output folder on rank 0 (written atomically); other ranks save nothing."""
+    if distributed.is_main():
+        with atomic_path(path, is_dir=True) as out:
+            yield out
+    else:
+        yield Path("/nonexistent")  # never written: saving is rank 0's
+
+
 def _write_curve(path: Path, curve: list[dict]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("step,loss,lr\n" + "".join(f"{c['step']},{c['loss']},{c['lr']:.6g}\n" for c in curve))
@@ -242,7 +317,9 @@ def _write_curve(path: Path, curve: list[dict]) -> None:
 def main(argv: list[str]) -> None:
     p = config.load()
     name = one_argument(argv, list(p.methods), "train")
+    distributed.launch_or_init(p, "ftbench.train", argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
+    configure_attention()
     with tracking.stage(f"train-{name}", p, method=name, recipe=p.methods[name].recipe) as st:
         run(name, p, st)
 

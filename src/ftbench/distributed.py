@@ -1,0 +1,115 @@
+"""Data parallelism over several GPUs (`resources.gpus`), with torch.distributed.
+
+A stage asked for N > 1 GPUs re-launches itself under torchrun (`torch.distributed.run`), one process
+per GPU: NCCL between GPUs, gloo between CPU processes (how the tests check it). Every rank holds the
+whole model (QLoRA: its own 4-bit copy) and takes a share of each optimizer step's rows; gradients
+are summed across ranks before clipping and the optimizer step, so every rank applies the same
+update. This is DDP's arithmetic written out: the ranks' forward-pass counts differ when rows are cut
+by tokens, which DDP's per-backward hooks cannot allow. Rank 0 alone writes outputs and logs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from ftbench import config
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def processes(p: config.Params) -> int:
+    """How many ranks `resources.gpus` asks for: `auto` is every visible GPU (1 on a CPU machine)."""
+    if p.resources.gpus == "auto":
+        return max(1, torch.cuda.device_count())
+    return p.resources.gpus
+
+
+def launch_or_init(p: config.Params, module: str, argv: list[str]) -> None:
+    """Outside torchrun with N > 1: run the stage under torchrun and exit with its status.
+    Inside torchrun: join the process group (NCCL on GPUs, gloo on CPUs)."""
+    n = processes(p)
+    if "LOCAL_RANK" in os.environ:
+        if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return
+    if n > 1:
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+        from torch.distributed.run import get_args_parser, run
+
+        args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={n}", "-m", module, *argv])
+        try:
+            run(args)
+        except ChildFailedError as err:  # the ranks printed their own one-line error
+            code = next(iter(err.failures.values())).exitcode
+            sys.exit(code if code > 0 else 1)
+        sys.exit(0)
+
+
+def shard(rows: list, balance_by_length: bool = True) -> list:
+    """This rank's share: rows dealt round-robin, longest first, so ranks get similar token counts."""
+    if world_size() == 1:
+        return rows
+    if balance_by_length:
+        rows = sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True)
+    return rows[rank() :: world_size()]
+
+
+def sum_gradients(params: list[torch.Tensor]) -> None:
+    """Sum each gradient over ranks (a rank with no rows this step contributes zeros)."""
+    if world_size() == 1:
+        return
+    for t in params:
+        if t.grad is None:
+            t.grad = torch.zeros_like(t)
+    works = [dist.all_reduce(t.grad, async_op=True) for t in params]
+    for w in works:
+        w.wait()
+
+
+def sum_scalars(*values: float) -> list[float]:
+    """Sums over ranks of a few numbers (loss, token counts), in one collective."""
+    if world_size() == 1:
+        return list(values)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def gather(value: object) -> list[object]:
+    """Every rank's `value`, in rank order (on every rank)."""
+    if world_size() == 1:
+        return [value]
+    out: list[object] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def check_same(tensors: list[torch.Tensor], what: str) -> None:
+    """Raise unless every rank holds the same tensors as rank 0 (GaLore's projections)."""
+    if world_size() == 1:
+        return
+    worst = 0.0
+    for t in tensors:
+        reference = t.clone()
+        dist.broadcast(reference, src=0)
+        worst = max(worst, (t - reference).abs().max().item())
+    worst = max(gather(worst))
+    if worst > 1e-5:
+        raise RuntimeError(f"{what} differ across ranks (max difference {worst:.2e})")

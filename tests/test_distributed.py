@@ -1,0 +1,77 @@
+"""Data parallelism on the CPU: 2 gloo processes under torchrun against 1 process, same global batch."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ftbench import paths
+
+from .conftest import write_params
+
+# A row has one fixed loss whatever process computes it; the sums only associate differently.
+TOLERANCE = dict(rel=1e-4, abs=1e-5)
+# GaLore's layerwise mode keeps one process (each rank would find its own basis)
+SEVERAL_GPUS = {"methods.galore.galore.layerwise": False, "methods.hybrid.galore.layerwise": False}
+
+
+def stage(project, *args):
+    env = {**os.environ, "FTBENCH_MLFLOW": "off"}
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def curve(method):
+    with open(paths.CURVES / method / "builtin-seed0.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("method", ["qlora", "galore"])
+def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_model_dir, method):
+    settings = {
+        **SEVERAL_GPUS,
+        "methods.qlora.lora.dropout": 0.0,  # dropout masks differ by process; the rest is deterministic
+        f"methods.{method}.lr": 1e-2,
+    }
+    curves = {}
+    for gpus in (1, 2):
+        write_params(project, tiny_model_dir, **settings, **{"resources.gpus": gpus})
+        done = stage(project, "ftbench.train", method)
+        assert done.returncode == 0, done.stderr[-2000:]
+        curves[gpus] = curve(method)
+    assert len(curves[1]) == 2 and curves[1][-1] != curves[1][0]
+    assert curves[2] == pytest.approx(curves[1], **TOLERANCE)
+    record = json.loads((paths.RESOURCES / f"train-{method}.json").read_text())
+    assert len(record["per_device"]) == 2 and record["peak_rss_gib_total"] > 0
+
+
+def test_evaluation_shards_the_test_set_and_gathers_every_answer(prepared, project, tiny_model_dir):
+    answers = {}
+    for gpus in (1, 2):
+        write_params(project, tiny_model_dir, **SEVERAL_GPUS, **{"resources.gpus": gpus})
+        done = stage(project, "ftbench.evaluate", "base")
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows = [json.loads(x) for x in paths.predictions_file("base", _run()).read_text().splitlines()]
+        answers[gpus] = [r["prediction"] for r in rows]
+        loss = json.loads((paths.EVAL / "base.json").read_text())["loss"]
+        answers[f"loss{gpus}"] = loss
+    assert len(answers[2]) == 8 and answers[2] == answers[1]
+    assert answers["loss2"] == pytest.approx(answers["loss1"], **TOLERANCE)
+
+
+def test_layerwise_galore_on_two_processes_is_refused_with_the_fix(prepared, project, tiny_model_dir):
+    write_params(project, tiny_model_dir, **{"resources.gpus": 2})
+    done = stage(project, "ftbench.train", "qlora")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "galore.layerwise: true needs resources.gpus: 1" in done.stderr
+    assert "set it false to train on several GPUs" in done.stderr
+
+
+def _run():
+    from ftbench import config
+
+    return config.Run("builtin", None)
