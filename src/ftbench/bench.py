@@ -18,7 +18,6 @@ import json
 import platform
 import random
 import tempfile
-import time
 from datetime import date
 from importlib.metadata import version
 from pathlib import Path
@@ -32,7 +31,7 @@ from ftbench import config, data, evaluate, galore, qlora, resources, train
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, load_model, load_tokenizer
-from ftbench.loss import answer_loss, answer_tokens, autocast, collate
+from ftbench.loss import answer_loss, answer_tokens, autocast, causal_lm, collate
 
 GIB = 2**30
 SHAPES = {
@@ -172,7 +171,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
     method = p.methods[name]
     budget = p.train.micro_batch_tokens
     steps = [
-        train.by_tokens([s], budget) if budget else _rows_of(s, method.batch_size)
+        train.by_tokens([s], budget) if budget else train.chunks(s, method.batch_size)
         for s in token_steps(rows, args.warmup + args.steps, args.tokens_per_step)
     ]
     _free_gpu()
@@ -187,17 +186,14 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
             train.train_step(model, optimizer, scheduler, trainable, s, p, 0)
         refresh_s = galore.svd_seconds(optimizer) if method.recipe == "galore" else 0.0
         timed = steps[args.warmup :]
-        _sync()
-        t0 = time.perf_counter()
+        t0 = resources.synced_clock()
         losses = [train.train_step(model, optimizer, scheduler, trainable, s, p, 0)["loss"] for s in timed]
-        _sync()
-        seconds = time.perf_counter() - t0
+        seconds = resources.synced_clock() - t0
     flat = [r for s in timed for m in s for r in m]
     tokens, targets = sum(len(r["input_ids"]) for r in flat), answer_tokens(flat)
     gap = method.galore.update_proj_gap if method.galore else None
     amortised = seconds + (refresh_s * len(timed) / gap if gap else 0.0)
-    cfg = model.config if not hasattr(model, "get_base_model") else model.get_base_model().config
-    flops = resources.training_flops(cfg, method.recipe == "galore", tokens, targets)
+    flops = resources.training_flops(causal_lm(model).config, method.recipe == "galore", tokens, targets)
     result = {
         "variant": variant,
         "recipe": method.recipe,
@@ -216,10 +212,6 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         result["fused_loss_rel_diff"] = _fused_loss_difference(model, timed[0][0])
     del model, optimizer, scheduler, trainable
     return result
-
-
-def _rows_of(step: list[dict], batch_size: int) -> list[list[dict]]:
-    return [step[i : i + batch_size] for i in range(0, len(step), batch_size)]
 
 
 @torch.no_grad()
@@ -249,11 +241,9 @@ def bench_generation(base: Path, rows: list[dict], tokenizer, p: config.Params, 
     _free_gpu()
     with resources.Sampler() as sampler:
         model = load_model(base, compute_dtype())
-        _sync()
-        t0 = time.perf_counter()
+        t0 = resources.synced_clock()
         answers = evaluate.generate(model, tokenizer, prompts, p)
-        _sync()
-        seconds = time.perf_counter() - t0
+        seconds = resources.synced_clock() - t0
     new_tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     del model
     return {
@@ -294,11 +284,6 @@ def _free_gpu() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 # ---------------------------------------------------------------- projecting and reporting

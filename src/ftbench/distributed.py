@@ -61,12 +61,11 @@ def launch_or_init(p: config.Params, module: str, argv: list[str]) -> None:
         sys.exit(0)
 
 
-def shard(rows: list, balance_by_length: bool = True) -> list:
+def shard(rows: list[dict]) -> list[dict]:
     """This rank's share: rows dealt round-robin, longest first, so ranks get similar token counts."""
     if world_size() == 1:
         return rows
-    if balance_by_length:
-        rows = sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True)
+    rows = sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True)
     return rows[rank() :: world_size()]
 
 

@@ -13,14 +13,13 @@ works. On Gemma-3-1B this drops a 2.8 GB fp32 gradient.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
 from galore_torch import GaLoreAdamW
 from galore_torch.galore_projector import GaLoreProjector
 
-from ftbench import config, distributed
+from ftbench import config, distributed, resources
 from ftbench.errors import UserError
 from ftbench.loading import compute_dtype, load_model
 
@@ -49,12 +48,12 @@ class Projector(GaLoreProjector):
     def get_orthogonal_matrix(self, weights, rank, type):
         if not self._refresh and self.ortho_matrix is not None:
             return self.ortho_matrix
-        t0 = _synced_clock()
+        t0 = resources.synced_clock()
         if self.svd == "full":
             basis = super().get_orthogonal_matrix(weights, rank, type)
         else:
             basis = _lowrank_basis(weights, rank, type)
-        self.svd_s += _synced_clock() - t0
+        self.svd_s += resources.synced_clock() - t0
         return basis
 
 
@@ -68,12 +67,6 @@ def _lowrank_basis(weights: torch.Tensor, rank: int, type: str):
         u, _, v = torch.svd_lowrank(weights.float(), q=q, niter=2)
     left, right = u[:, :rank].to(weights.dtype), v[:, :rank].T.contiguous().to(weights.dtype)
     return {"left": left, "right": right, "full": [left, right]}[type]
-
-
-def _synced_clock() -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 class AccumulatingGaLoreAdamW(GaLoreAdamW):

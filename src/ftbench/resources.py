@@ -156,6 +156,13 @@ class Record(dict):
             self["phases_s"][name] = round(self["phases_s"].get(name, 0.0) + time.perf_counter() - t0, 2)
 
 
+def synced_clock() -> float:
+    """perf_counter after the GPU's queued work is done, so an interval measures that work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def cap_gpu_memory(max_gib: float | None) -> None:
     """Let the stage use at most `max_gib` of the GPU, to check a claim like 'fits in 8 GB' directly."""
     if max_gib and torch.cuda.is_available():

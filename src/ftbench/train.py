@@ -48,6 +48,11 @@ def init_dir(init: str, run: config.Run) -> Path:
 # ---------------------------------------------------------------- batching
 
 
+def chunks(items: list, size: int) -> list[list]:
+    """`items` in consecutive groups of `size` (the last may be shorter)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def micro_batches(rows: list[dict], batch_size: int, seed: int, epoch: int) -> list[list[dict]]:
     """Length-grouped micro-batches: shuffle, sort within pools of similar size, shuffle the batches."""
     rng = random.Random(seed * 1000 + epoch)
@@ -55,9 +60,8 @@ def micro_batches(rows: list[dict], batch_size: int, seed: int, epoch: int) -> l
     rng.shuffle(order)
     pool = batch_size * LENGTH_POOL
     batches = []
-    for start in range(0, len(order), pool):
-        chunk = sorted(order[start : start + pool], key=lambda r: len(r["input_ids"]))
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    for group in chunks(order, pool):
+        batches += chunks(sorted(group, key=lambda r: len(r["input_ids"])), batch_size)
     rng.shuffle(batches)
     return batches
 
@@ -67,16 +71,12 @@ def optimizer_steps(
 ) -> list[list[list[dict]]]:
     """All epochs' micro-batches grouped grad_accum at a time, capped at train.max_steps."""
     micro = [b for e in range(method.epochs) for b in micro_batches(rows, method.batch_size, seed, e)]
-    steps = [micro[i : i + method.grad_accum] for i in range(0, len(micro), method.grad_accum)]
+    steps = chunks(micro, method.grad_accum)
     steps = steps[: p.train.max_steps] if p.train.max_steps else steps
     if distributed.world_size() > 1:  # this rank's share of every step, in batch_size-row passes
-        steps = [_passes(distributed.shard([r for m in s for r in m]), method.batch_size) for s in steps]
+        steps = [chunks(distributed.shard([r for m in s for r in m]), method.batch_size) for s in steps]
     budget = p.train.micro_batch_tokens
     return [by_tokens(s, budget) for s in steps] if budget else steps
-
-
-def _passes(rows: list[dict], batch_size: int) -> list[list[dict]]:
-    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
 def by_tokens(step: list[list[dict]], budget: int) -> list[list[dict]]:
