@@ -5,7 +5,9 @@ import shutil
 import pytest
 from rouge_score import rouge_scorer
 
-from ftbench import config, data, evaluate, paths
+from ftbench import chat, config, data, evaluate, paths
+from ftbench.atomic import read_jsonl
+from ftbench.loading import load_tokenizer
 
 
 def score(predictions: list[str], references: list[str], stemmer: bool = False) -> dict:
@@ -81,3 +83,19 @@ def test_evaluate_base_writes_predictions_that_recompute_to_the_scores(project, 
     run = saved["runs"]["builtin"]
     assert again["bleu4"] == pytest.approx(run["bleu4"]) and again["rougeL"] == pytest.approx(run["rougeL"])
     assert run["perplexity"] == pytest.approx(math.exp(run["loss"])) and "llamafactory" in run
+
+
+def test_generation_prompts_are_the_training_prompts(project, tiny_model_dir):
+    """Markup in the data must read the same in generation as in training and in the test loss."""
+    from .conftest import write_params
+    from .test_data import with_chat_markup
+
+    shutil.copytree(tiny_model_dir, paths.BASE)
+    path = project / "marked.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in with_chat_markup(28)))
+    write_params(project, tiny_model_dir, **{"data.datasets": {"d": {"source": str(path)}}})
+    data.run(config.load())
+    rows, tokenizer = read_jsonl(paths.split_file("d", "test")), load_tokenizer(paths.BASE)
+    prompts = evaluate.generation_prompts(rows)
+    assert prompts == [chat.prompt_ids(tokenizer, r["messages"]) for r in rows]
+    assert all(r["input_ids"][: len(p)] == p for r, p in zip(rows, prompts, strict=True))  # the test loss's

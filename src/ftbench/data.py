@@ -37,12 +37,16 @@ class Example:
     messages: list[dict]
     answer: str
 
+    def texts(self) -> list[str]:
+        return [m["content"] for m in self.messages] + [self.answer]
+
 
 @dataclass
 class Counts:
     rows_read: int = 0
     duplicates: int = 0
     empty: int = 0
+    rows_with_chat_markup: int = 0  # distinct usable rows holding e.g. "<end_of_turn>" (tokenized as text)
     overlong_dropped: int = 0
     overlong_truncated: int = 0
     splits: dict[str, int] = field(default_factory=dict)
@@ -225,6 +229,8 @@ def prepare(name: str, ds: config.DatasetParams, p: config.Params, tokenizer) ->
             continue
         seen.add(key)
         examples.append(ex)
+        if any(chat.has_markup(tokenizer, text) for text in ex.texts()):
+            counts.rows_with_chat_markup += 1
     random.Random(p.seed).shuffle(examples)
     sizes = {"test": p.data.sizes.test, "validation": p.data.sizes.validation, "train": p.data.sizes.train}
     splits: dict[str, list[dict]] = {s: [] for s in sizes}

@@ -68,6 +68,12 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
     return [merged[i] for i in range(len(prompts))]
 
 
+def generation_prompts(rows: list[dict]) -> list[list[int]]:
+    """Each test row's prompt cut from the ids the data stage wrote (chat.prompt_ids), so that generation,
+    the test loss and training all see the same tokens, chat markup in the data included."""
+    return [r["input_ids"][: r["prompt_len"]] for r in rows]
+
+
 def example_scores(prediction: str, reference: str, scorer) -> dict:
     """Per-example scores: BLEU sufficient statistics (corpus BLEU sums them) and ROUGE F1 x100."""
     rouge = scorer.score(reference, prediction)
@@ -108,7 +114,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
     with record.phase("load"):
         model = load_for_eval(name, run, p)
     with record.phase("generate"):
-        predictions = generate(model, tokenizer, [r["input_ids"][: r["prompt_len"]] for r in rows], p)
+        predictions = generate(model, tokenizer, generation_prompts(rows), p)
     with record.phase("test_loss"):
         loss = mean_loss(model, rows, p.evaluate.batch_size, tokenizer.pad_token_id)
     if not distributed.is_main():
