@@ -97,7 +97,8 @@ def _control_tokens(tokenizer: PreTrainedTokenizerBase) -> re.Pattern:
     those `split_special_tokens` reads as text; longest first, so no token is cut short by its prefix."""
     special = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
     longest_first = sorted(special, key=len, reverse=True)
-    return re.compile("(" + "|".join(map(re.escape, longest_first)) + ")" if special else "(?!)")  # (?!): never
+    # (?!) matches nothing, for a tokenizer without special tokens
+    return re.compile("(" + "|".join(map(re.escape, longest_first)) + ")" if special else "(?!)")
 
 
 def _wrap(content: str) -> str:

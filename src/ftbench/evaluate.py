@@ -74,6 +74,10 @@ def generation_prompts(rows: list[dict]) -> list[list[int]]:
     return [r["input_ids"][: r["prompt_len"]] for r in rows]
 
 
+def rouge(p: config.Params) -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=p.evaluate.rouge_stemmer)
+
+
 def example_scores(prediction: str, reference: str, scorer) -> dict:
     """Per-example scores: BLEU sufficient statistics (corpus BLEU sums them) and ROUGE F1 x100."""
     rouge = scorer.score(reference, prediction)
@@ -120,7 +124,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
     if not distributed.is_main():
         return {}
     with record.phase("score"):
-        scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=p.evaluate.rouge_stemmer)
+        scorer = rouge(p)
         scored = []
         for r, pred in zip(rows, predictions, strict=True):
             row = {
