@@ -43,11 +43,13 @@ def test_builtin_split_is_deterministic_and_disjoint(base_tokenizer):
 
 
 def test_another_seed_gives_another_split(base_tokenizer, tiny_model_dir):
-    data.run(config.load())
-    before = paths.split_file("builtin", "test").read_text()
-    write_params(base_tokenizer, tiny_model_dir, seed=1)
-    data.run(config.load())
-    assert paths.split_file("builtin", "test").read_text() != before
+    # a file, not the builtin data, whose rows themselves change with the seed
+    path = base_tokenizer / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in alpaca(40)))
+    data.run(use_source(base_tokenizer, tiny_model_dir, path))
+    before = paths.split_file("d", "test").read_text()
+    data.run(use_source(base_tokenizer, tiny_model_dir, path, seed=1))
+    assert paths.split_file("d", "test").read_text() != before
 
 
 @pytest.mark.parametrize(
