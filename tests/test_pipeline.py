@@ -105,7 +105,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     assert any("seed1" in row for row in rows) and any(branch in row for row in rows)
 
     plots = json.loads(
-        sh(repo, "dvc", "plots", "diff", "--json", "--targets", "Quality vs wall time", branch, "seed1")
+        sh(repo, "dvc", "plots", "diff", "--json", "--targets", "Quality vs wall time", "--", branch, "seed1")
     )
     points = plots["data"]["Quality vs wall time"][0]["content"]["data"]["values"]
     assert {(v["rev"], v["model"]) for v in points} == {
