@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,14 @@ METHODS = ["qlora", "galore", "qlora-3ep", "hybrid"]
 STAGES = ["model", "data", "merge@qlora", "evaluate-base", "report"] + [
     f"{stage}@{m}" for stage in ("train", "evaluate") for m in METHODS
 ]
+
+
+def readme_exp_show_command() -> list[str]:
+    """The `dvc exp show` line README.md gives for comparing intervals across experiments."""
+    line = next(
+        x for x in (ROOT / "README.md").read_text().splitlines() if x.startswith("dvc exp show --drop")
+    )
+    return shlex.split(line.split("  #")[0])
 
 
 def sh(cwd: Path, *cmd: str) -> str:
@@ -60,12 +69,21 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     assert all(r.info.status == "FINISHED" for r in runs)
 
     assert "Running stage" not in sh(repo, "dvc", "repro")
-    metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
-    assert metrics  # dvc sees the metrics files
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))[""]["data"]
+    written = {
+        p: json.loads((repo / p).read_text()) for p in ("metrics/eval/hybrid.json", "metrics/report.json")
+    }
+    assert shown["metrics/eval/hybrid.json"]["data"]["bleu4"] == written["metrics/eval/hybrid.json"]["bleu4"]
+    hybrid = written["metrics/report.json"]["models"]["hybrid"]
+    assert (
+        shown["metrics/report.json"]["data"]["models"]["hybrid"]["builtin/seed0"] == hybrid["builtin/seed0"]
+    )
+    assert {"value", "ci_low", "ci_high"} <= set(hybrid["builtin/seed0"]["bleu4"])
+    assert hybrid["cost"]["peak_gpu_gib"] is None and hybrid["cost"]["peak_rss_gib"] > 0  # a CPU run
 
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline")
-    sh(repo, "dvc", "exp", "run", "-S", "seed=1")
+    sh(repo, "dvc", "exp", "run", "-n", "seed1", "-S", "seed=1")
     exps = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     entries = [
         e for rev in exps for e in [rev, *[x for r in rev.get("experiments") or [] for x in r["revs"]]]
@@ -74,3 +92,22 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     # the workspace (holding the applied experiment), the baseline commit, and the experiment
     assert sorted(r["params"]["params.yaml"]["data"]["seed"] for r in runs) == [0, 1, 1]
     assert all("bleu4" in r["metrics"]["metrics/eval/hybrid.json"]["data"] for r in runs)
+    for r in runs:
+        bleu = r["metrics"]["metrics/report.json"]["data"]["models"]["hybrid"]["builtin/seed0"]["bleu4"]
+        assert bleu["ci_low"] <= bleu["value"] <= bleu["ci_high"]
+    by_seed = {r["params"]["params.yaml"]["data"]["seed"]: r["metrics"]["metrics/report.json"] for r in runs}
+    assert by_seed[0] != by_seed[1]  # another split (seed=1): other numbers, each with its interval
+
+    table = sh(repo, *readme_exp_show_command(), "--no-pager", "--md")  # the README's command
+    header, _, *rows = table.strip().splitlines()
+    assert "models.qlora.builtin/seed0.bleu4.ci_low" in header and "ci_high" in header
+    branch = sh(repo, "git", "rev-parse", "--abbrev-ref", "HEAD").strip()
+    assert any("seed1" in row for row in rows) and any(branch in row for row in rows)
+
+    plots = json.loads(
+        sh(repo, "dvc", "plots", "diff", "--json", "--targets", "Quality vs wall time", "--", branch, "seed1")
+    )
+    points = plots["data"]["Quality vs wall time"][0]["content"]["data"]["values"]
+    assert {(v["rev"], v["model"]) for v in points} == {
+        (rev, m) for rev in (branch, "seed1") for m in METHODS
+    }

@@ -118,7 +118,17 @@ def test_report_holds_every_section_and_sums_the_hybrid_chain(project, tiny_mode
     hybrid_cost = next(line for line in text.splitlines() if line.startswith("| hybrid | train-qlora"))
     assert "| 17.0 | 4.50 | 1.00 | 150 |" in hybrid_cost
     assert "| builtin/seed0 | hybrid − qlora | ROUGE-L |" in text
-    assert paths.REPORT.read_text() == text and paths.REPORT_HTML.exists()
+    assert paths.REPORT.read_text() == text
+    page = paths.REPORT_HTML.read_text()  # the same tables (headless Chromium checks the rendering)
+    assert "<h2>The seed&#x27;s expectation</h2>" in page and page.count("<img") == 3
+    assert "<td>hybrid</td><td>train-qlora + merge-qlora + train-hybrid</td><td>17.0</td>" in page
+
+
+def recomputed(p: config.Params, name: str, metric: str) -> tuple[float, float, float]:
+    """A model's point estimate and 95% interval, straight from its predictions file."""
+    scores = report.per_example(name, config.Run("builtin", None if name == "base" else 0))
+    idx = stats.resample_indices(len(scores["rougeL"]), p.report.resamples, p.seed)
+    return (stats.point(metric, scores[metric]), *stats.confidence(scores, metric, idx))
 
 
 def test_quality_numbers_recompute_from_predictions(project):
@@ -127,7 +137,64 @@ def test_quality_numbers_recompute_from_predictions(project):
     text = report.run(p)
     evals = json.loads((paths.EVAL / "hybrid.json").read_text())["runs"]["builtin/seed0"]
     row = next(line for line in text.splitlines() if line.startswith("| hybrid | ") and "[" in line)
+    value, lo, hi = recomputed(p, "hybrid", "rougeL")
     assert row.split(" | ")[1].startswith(f"{evals['bleu4']:.2f} [")
+    assert row.split(" | ")[2] == f"{value:.2f} [{lo:.2f}, {hi:.2f}]" and lo < value < hi
+
+
+def test_report_json_holds_intervals_differences_verdicts_and_costs(project):
+    p = config.load()
+    fabricate_stage_outputs(p)
+    text = report.run(p)
+    out = json.loads(paths.REPORT_JSON.read_text())
+    value, lo, hi = recomputed(p, "hybrid", "bleu4")
+    hybrid = out["models"]["hybrid"]
+    assert hybrid["builtin/seed0"]["bleu4"] == {
+        "value": round(value, 4),
+        "ci_low": round(lo, 4),
+        "ci_high": round(hi, 4),
+    }
+    assert hybrid["builtin/seed0"]["test_loss"] == 1.0
+    assert hybrid["cost"] == {"wall_s": 17, "peak_gpu_gib": 4.5, "peak_rss_gib": 1.0, "tokens": 150}
+    assert set(out["models"]["base"]) == {"builtin"}  # one run per dataset, and no training cost
+    assert set(out["pairs"]) == {f"{a}-vs-{b}" for a, b in report.pairs(p)}
+    d = out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]["rougeL"]
+    assert f"| builtin/seed0 | hybrid − qlora | ROUGE-L | {d['diff']:+.2f} | " in text
+    assert d["ci_low"] > 0 and d["p"] < 0.05  # fabricated ROUGE-L: 50 against 40
+    verdicts = out["expectation"]["builtin/seed0"]
+    assert set(verdicts) == {"bleu4", "rougeL"}
+    e = verdicts["rougeL"]
+    assert (
+        f"| builtin/seed0 | ROUGE-L | {e['margin']:+.2f} | [{e['ci_low']:+.2f}, {e['ci_high']:+.2f}] | yes |"
+        in text
+    )
+    points = {pt["model"]: pt for pt in json.loads(paths.PARETO.read_text())}
+    assert points["hybrid"]["wall_s"] == 17 and points["hybrid"]["peak_memory_gib"] == 4.5
+    assert points["hybrid"]["rougeL"] == json.loads((paths.EVAL / "hybrid.json").read_text())["rougeL"]
+
+
+def test_report_json_keys_every_dataset_and_seed_run(project, tiny_model_dir):
+    write_params(project, tiny_model_dir, seeds=[0, 1])
+    p = config.load()
+    fabricate_stage_outputs(p)
+    report.run(p)
+    out = json.loads(paths.REPORT_JSON.read_text())
+    assert set(out["models"]["qlora"]) == {"builtin/seed0", "builtin/seed1", "cost"}
+    assert (
+        set(out["pairs"]["hybrid-vs-base"]) == set(out["expectation"]) == {"builtin/seed0", "builtin/seed1"}
+    )
+
+
+def test_cost_on_a_cpu_has_no_gpu_peak_and_memory_falls_back_to_rss(project):
+    p = config.load()
+    fabricate_stage_outputs(p)
+    for record in paths.RESOURCES.glob("*.json"):
+        write_json(record, {**json.loads(record.read_text()), "peak_gpu_gib": None, "peak_rss_gib": 2.0})
+    report.run(p)
+    cost = json.loads(paths.REPORT_JSON.read_text())["models"]["galore"]["cost"]
+    assert cost["peak_gpu_gib"] is None and cost["peak_rss_gib"] == 2.0
+    points = json.loads(paths.PARETO.read_text())
+    assert all(pt["memory"] == "peak RSS" and pt["peak_memory_gib"] == 2.0 for pt in points)
 
 
 @pytest.mark.skipif(

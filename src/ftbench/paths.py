@@ -14,6 +14,8 @@ CURVES = METRICS / "curves"
 RESOURCES = METRICS / "resources"
 REPORT = METRICS / "report.md"
 REPORT_HTML = METRICS / "report.html"
+REPORT_JSON = METRICS / "report.json"  # a DVC metric: intervals, differences, verdicts, costs
+PARETO = METRICS / "pareto.json"  # quality and cost per method, for `dvc plots`
 
 
 def model_dir(name: str) -> Path:

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from ftbench import config, paths, stats, tracking
-from ftbench.atomic import atomic_path, read_jsonl
+from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, stage_main
 
 HEADLINE = ("bleu4", "rougeL")
-LABELS = {"bleu4": "BLEU-4", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+LABELS = {"bleu4": "BLEU-4", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}  # table order
 PACKAGES = (
     "torch",
     "transformers",
@@ -100,31 +100,44 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def quality_section(p: config.Params, evals: dict, scores: dict, indices: dict) -> Section:
+def estimate(s: stats.Scores, metric: str, indices: np.ndarray) -> dict:
+    lo, hi = stats.confidence(s, metric, indices)
+    return {"value": stats.point(metric, s[metric]), "ci_low": lo, "ci_high": hi}
+
+
+def quality(p: config.Params, evals: dict, scores: dict, indices: dict) -> dict:
+    """model -> its run key -> each metric's point estimate and 95% interval, test loss and perplexity."""
+    out: dict = {}
+    for name in models(p):
+        for run in p.runs(name):
+            s, idx = scores[name, run.key], indices[run.dataset]
+            numbers = {m: estimate(s, m, idx) for m in LABELS}
+            e = evals[name]["runs"][run.key]
+            out.setdefault(name, {})[run.key] = {
+                **numbers,
+                "test_loss": e["loss"],
+                "perplexity": e["perplexity"],
+            }
+    return out
+
+
+def quality_section(p: config.Params, evals: dict, numbers: dict, indices: dict) -> Section:
     parts: list = []
     for run in p.runs(next(iter(p.methods))):
         rows = []
         for name in models(p):
-            r = run_for(name, run)
-            s, idx = scores[name, r.key], indices[r.dataset]
-            cells = [name]
-            for metric in ("bleu4", "rougeL", "rouge1", "rouge2"):
-                lo, hi = stats.confidence(s, metric, idx)
-                cells.append(f"{stats.point(metric, s[metric]):.2f} [{lo:.2f}, {hi:.2f}]")
-            e = evals[name]["runs"][r.key]
-            cells += [fmt(e["loss"], 3), fmt(e["perplexity"], 1)]
-            rows.append(cells)
-        parts += [
-            f"**{run.key}** ({len(idx[0])} test examples; 95% paired-bootstrap intervals)",
-            Table(
+            q = numbers[name][run_for(name, run).key]
+            rows.append(
                 [
-                    "model",
-                    *(LABELS[m] for m in ("bleu4", "rougeL", "rouge1", "rouge2")),
-                    "test loss",
-                    "perplexity",
-                ],
-                rows,
-            ),
+                    name,
+                    *(f"{q[m]['value']:.2f} [{q[m]['ci_low']:.2f}, {q[m]['ci_high']:.2f}]" for m in LABELS),
+                    fmt(q["test_loss"], 3),
+                    fmt(q["perplexity"], 1),
+                ]
+            )
+        parts += [
+            f"**{run.key}** ({len(indices[run.dataset][0])} test examples; 95% paired-bootstrap intervals)",
+            Table(["model", *LABELS.values(), "test loss", "perplexity"], rows),
         ]
     if len(p.seeds) > 1:
         parts += ["**Across training seeds** (mean ± sd; base has no training seed)", seeds_table(p, evals)]
@@ -165,23 +178,28 @@ def pairs(p: config.Params) -> list[tuple[str, str]]:
     return [(b, a) for i, a in enumerate(names) for b in names[i + 1 :]] + [(m, "base") for m in names]
 
 
-def differences_section(p: config.Params, scores: dict, indices: dict) -> Section:
-    rows = []
+def differences(p: config.Params, scores: dict, indices: dict) -> list[tuple[str, str, str, str, dict]]:
+    """(run key, a, b, metric, a − b with its interval and p) for every pair and headline metric."""
+    out = []
     for run in p.runs(next(iter(p.methods))):
         for a, b in pairs(p):
             sa, sb = scores[a, run_for(a, run).key], scores[b, run_for(b, run).key]
-            for metric in HEADLINE:
-                d = stats.compare(sa, sb, metric, indices[run.dataset])
-                rows.append(
-                    [
-                        run.key,
-                        f"{a} − {b}",
-                        LABELS[metric],
-                        f"{d['diff']:+.2f}",
-                        f"[{d['lo']:+.2f}, {d['hi']:+.2f}]",
-                        f"{d['p']:.3f}",
-                    ]
-                )
+            out += [(run.key, a, b, m, stats.compare(sa, sb, m, indices[run.dataset])) for m in HEADLINE]
+    return out
+
+
+def differences_section(diffs: list[tuple[str, str, str, str, dict]]) -> Section:
+    rows = [
+        [
+            run_key,
+            f"{a} − {b}",
+            LABELS[m],
+            f"{d['diff']:+.2f}",
+            f"[{d['lo']:+.2f}, {d['hi']:+.2f}]",
+            f"{d['p']:.3f}",
+        ]
+        for run_key, a, b, m, d in diffs
+    ]
     text = "Paired bootstrap over the same test examples; p is two-sided for 'no difference'."
     return "Differences", [text, Table(["run", "pair", "metric", "difference", "95% interval", "p"], rows)]
 
@@ -197,27 +215,28 @@ def roles(p: config.Params) -> tuple[str, str, str] | None:
     return None
 
 
-def expectation_section(p: config.Params, scores: dict, indices: dict) -> Section:
+def expectations(p: config.Params, scores: dict, indices: dict) -> list[tuple[str, str, dict]]:
+    """(run key, metric, margin with its interval and verdict); none without a hybrid/qlora/galore trio."""
     trio = roles(p)
-    w = p.report.expectation_weight
     if trio is None:
+        return []
+    w = p.report.expectation_weight
+    return [
+        (run.key, m, stats.expectation(*(scores[x, run.key] for x in trio), m, indices[run.dataset], w))
+        for run in p.runs(trio[0])
+        for m in HEADLINE
+    ]
+
+
+def expectation_section(p: config.Params, verdicts: list[tuple[str, str, dict]]) -> Section:
+    if not verdicts:
         return "The seed's expectation", ["Not tested: the methods hold no hybrid, qlora and galore trio."]
-    h, q, g = trio
-    rows = []
-    for run in p.runs(h):
-        for metric in HEADLINE:
-            e = stats.expectation(
-                scores[h, run.key], scores[q, run.key], scores[g, run.key], metric, indices[run.dataset], w
-            )
-            rows.append(
-                [
-                    run.key,
-                    LABELS[metric],
-                    f"{e['margin']:+.2f}",
-                    f"[{e['lo']:+.2f}, {e['hi']:+.2f}]",
-                    e["verdict"],
-                ]
-            )
+    h, q, g = roles(p)
+    w = p.report.expectation_weight
+    rows = [
+        [run_key, LABELS[m], f"{e['margin']:+.2f}", f"[{e['lo']:+.2f}, {e['hi']:+.2f}]", e["verdict"]]
+        for run_key, m, e in verdicts
+    ]
     text = (
         f"Is {h} ≥ {q} + {w} · ({g} − {q})? The margin is {h} − ({q} + {w} · ({g} − {q})); "
         "yes if its 95% interval is above 0, no if below, inconclusive otherwise."
@@ -298,25 +317,45 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def pareto_figures(p: config.Params, evals: dict, resources: dict) -> list[Figure]:
+def memory_axis(costs: dict[str, dict]) -> tuple[str, str]:
+    """(label, cost key) of the memory axis: the GPU peak where every method has one, else peak RSS."""
+    if all(c["peak_gpu_gib"] is not None for c in costs.values()):
+        return "peak GPU GiB", "peak_gpu_gib"
+    return "peak RSS GiB", "peak_rss_gib"
+
+
+def pareto_points(p: config.Params, evals: dict, resources: dict) -> list[dict]:
+    """One point per method for the quality-against-cost plots (report.html and `dvc plots`)."""
+    costs = {n: method_cost(n, p, resources) for n in p.methods}
+    label, key = memory_axis(costs)
+    return [
+        {
+            "model": name,
+            **{m: evals[name][m] for m in HEADLINE},
+            "peak_memory_gib": c[key],
+            "memory": label.removesuffix(" GiB"),
+            "wall_s": c["wall_s"],
+        }
+        for name, c in costs.items()
+    ]
+
+
+def pareto_figures(p: config.Params, evals: dict, points: list[dict]) -> list[Figure]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    costs = {n: method_cost(n, p, resources) for n in p.methods}
-    gpu = all(c["peak_gpu_gib"] is not None for c in costs.values())
-    axes_x = {
-        "peak GPU GiB" if gpu else "peak RSS GiB": "peak_gpu_gib" if gpu else "peak_rss_gib",
-        "train wall s": "wall_s",
-    }
+    axes_x = {f"{points[0]['memory']} GiB": "peak_memory_gib", "train wall s": "wall_s"}
     figures = []
     for xlabel, key in axes_x.items():
         fig, axs = plt.subplots(1, 2, figsize=(9, 3.4))
         for ax, metric in zip(axs, HEADLINE, strict=True):
-            for name, c in costs.items():
-                ax.scatter(c[key], evals[name][metric])
-                ax.annotate(name, (c[key], evals[name][metric]), textcoords="offset points", xytext=(4, 4))
+            for point in points:
+                ax.scatter(point[key], point[metric])
+                ax.annotate(
+                    point["model"], (point[key], point[metric]), textcoords="offset points", xytext=(4, 4)
+                )
             ax.axhline(evals["base"][metric], color="grey", linestyle="--", linewidth=1, label="base")
             ax.set(xlabel=xlabel, ylabel=LABELS[metric])
             ax.legend(loc="best")
@@ -457,7 +496,20 @@ def render_html(title: str, sections: list[Section]) -> str:
     )
 
 
-def build(p: config.Params) -> list[Section]:
+@dataclass
+class Results:
+    """Every number the report shows, computed once for report.md/.html and report.json alike."""
+
+    evals: dict
+    resources: dict
+    indices: dict
+    quality: dict
+    differences: list
+    expectations: list
+    points: list
+
+
+def compute(p: config.Params) -> Results:
     evals = {name: _read(paths.EVAL / f"{name}.json") for name in models(p)}
     resources = {s: _read(paths.RESOURCES / f"{s}.json") for name in models(p) for s in chain(name, p)}
     scores, indices = {}, {}
@@ -466,30 +518,74 @@ def build(p: config.Params) -> list[Section]:
             scores[name, run.key] = per_example(name, run)
             n = len(scores[name, run.key]["rougeL"])
             indices.setdefault(run.dataset, stats.resample_indices(n, p.report.resamples, p.seed))
+    return Results(
+        evals,
+        resources,
+        indices,
+        quality(p, evals, scores, indices),
+        differences(p, scores, indices),
+        expectations(p, scores, indices),
+        pareto_points(p, evals, resources),
+    )
+
+
+def build(p: config.Params, r: Results) -> list[Section]:
     conventions = (
-        f"{evals['base']['convention']} Primary convention: sacrebleu / rouge-score. Intervals: "
+        f"{r.evals['base']['convention']} Primary convention: sacrebleu / rouge-score. Intervals: "
         f"paired bootstrap, {p.report.resamples} resamples, seed {p.seed}."
     )
     return [
         ("Conventions", [conventions]),
-        quality_section(p, evals, scores, indices),
-        differences_section(p, scores, indices),
-        expectation_section(p, scores, indices),
-        resources_section(p, resources),
-        ("Plots", [*pareto_figures(p, evals, resources), loss_figure(p)]),
+        quality_section(p, r.evals, r.quality, r.indices),
+        differences_section(r.differences),
+        expectation_section(p, r.expectations),
+        resources_section(p, r.resources),
+        ("Plots", [*pareto_figures(p, r.evals, r.points), loss_figure(p)]),
         data_section(),
-        provenance_section(resources),
+        provenance_section(r.resources),
     ]
 
 
+def summary(p: config.Params, r: Results) -> dict:
+    """metrics/report.json: the report's uncertainty where `dvc exp show` / `dvc metrics diff` see it.
+
+    Keys read as columns, e.g. models.qlora.builtin/seed0.bleu4.ci_low; runs are keyed as report.md's
+    quality tables are (dataset, or dataset/seed<k> for a trained model)."""
+    out: dict = {"models": {}, "pairs": {}, "expectation": {}}
+    for name, runs in r.quality.items():
+        out["models"][name] = {
+            key: {**{m: _rounded(q[m]) for m in HEADLINE}, "test_loss": _rounded(q["test_loss"])}
+            for key, q in runs.items()
+        }
+    for name in p.methods:
+        out["models"][name]["cost"] = _rounded(method_cost(name, p, r.resources))
+    for run_key, a, b, m, d in r.differences:
+        pair = out["pairs"].setdefault(f"{a}-vs-{b}", {}).setdefault(run_key, {})
+        pair[m] = _rounded({"diff": d["diff"], "ci_low": d["lo"], "ci_high": d["hi"], "p": d["p"]})
+    for run_key, m, e in r.expectations:
+        margin = {"margin": e["margin"], "ci_low": e["lo"], "ci_high": e["hi"], "verdict": e["verdict"]}
+        out["expectation"].setdefault(run_key, {})[m] = _rounded(margin)
+    return out
+
+
+def _rounded(x):
+    """4 decimals keep `dvc exp show` columns narrow; None (no GPU) and strings stay as they are."""
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return round(x, 4) if isinstance(x, float) else x
+
+
 def run(p: config.Params) -> str:
-    sections = build(p)
+    results = compute(p)
+    sections = build(p, results)
     title = f"ftbench report: {p.model.source} on {', '.join(p.data.datasets)}"
     text = render_md(title, sections)
     with atomic_path(paths.REPORT) as tmp:
         tmp.write_text(text, encoding="utf-8")
     with atomic_path(paths.REPORT_HTML) as tmp:
         tmp.write_text(render_html(title, sections), encoding="utf-8")
+    write_json(paths.REPORT_JSON, summary(p, results))
+    write_json(paths.PARETO, results.points)
     return text
 
 
@@ -499,7 +595,7 @@ def main(argv: list[str]) -> None:
     # the report reads metrics/resources, so its own record goes to MLflow only
     with tracking.stage("report", p, record_file=False) as st:
         print(run(p))
-        st.artifacts += [paths.REPORT, paths.REPORT_HTML]
+        st.artifacts += [paths.REPORT, paths.REPORT_HTML, paths.REPORT_JSON, paths.PARETO]
 
 
 if __name__ == "__main__":

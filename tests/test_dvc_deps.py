@@ -1,0 +1,262 @@
+"""dvc.yaml's deps are exactly the code each stage runs: `dvc repro` reruns a stage when, and only when,
+a src/ftbench module it imports (directly or not, lazily or not) changes."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc.dependency.param import ParamsDependency
+from dvc.repo import Repo
+from pydantic import BaseModel
+
+from ftbench import config
+
+from .conftest import ROOT
+
+SRC = ROOT / "src"
+PACKAGE_DIR = SRC / "ftbench"
+STAGE_MODULE = re.compile(r"python -m (ftbench\.\w+)")
+
+
+def module_file(name: str, src: Path) -> Path | None:
+    """`pkg.x` -> src/pkg/x.py (or the package's __init__.py); None for what is not a module there."""
+    base = src / name.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_names(path: Path, module: str) -> set[str]:
+    """Every module name an import statement anywhere in the file may load (function bodies included),
+    as absolute names: `from pkg import a` names both `pkg` and `pkg.a`."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module
+            if node.level:  # relative: `from . import a`, `from .a import b`
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and _is_dynamic_import(node):
+            raise AssertionError(f"{path}:{node.lineno}: a dynamic import the walk cannot follow")
+    return names
+
+
+def _is_dynamic_import(call: ast.Call) -> bool:
+    f = call.func
+    return (isinstance(f, ast.Name) and f.id == "__import__") or (
+        isinstance(f, ast.Attribute) and f.attr == "import_module"
+    )
+
+
+def reachable(module: str, src: Path = SRC) -> set[Path]:
+    """The files of `module`'s package that `python -m <module>` executes: the module, what it imports
+    transitively, and the __init__ of every package on the way."""
+    package = module.split(".")[0]
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b runs a/__init__
+        path = module_file(name, src)
+        if path is not None:
+            todo += [n for n in imported_names(path, name) if n.split(".")[0] == package]
+    return {f for f in (module_file(n, src) for n in seen) if f is not None}
+
+
+def stages() -> list:
+    """dvc.yaml's stages as DVC itself resolves them (foreach expanded, ${...} substituted)."""
+    repo = Repo(str(ROOT))
+    try:
+        return list(repo.index.stages)
+    finally:
+        repo.close()
+
+
+def code_deps(stage) -> set[Path]:
+    """The src/ftbench files a stage's deps cover (a folder dep covers every file under it)."""
+    files = set(PACKAGE_DIR.rglob("*.py"))
+    return {f for d in stage.deps for f in files if f.is_relative_to(Path(d.fs_path))}
+
+
+STAGES = stages()
+
+
+def test_the_walk_follows_every_kind_of_import(tmp_path):
+    files = {
+        "__init__.py": "",
+        "stage.py": "import os\nfrom . import relative\nfrom pkg.attribute import thing\n",
+        "relative.py": "def f():\n    from .lazy import g\n",
+        "attribute.py": "thing = 1\n",
+        "lazy.py": "import pkg.sub.deep as d\n",
+        "sub/__init__.py": "",
+        "sub/deep.py": "from .. import leaf\n",
+        "leaf.py": "",
+        "unused.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / "pkg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pkg" / name).write_text(text)
+    found = {str(p.relative_to(tmp_path / "pkg")) for p in reachable("pkg.stage", tmp_path)}
+    assert found == set(files) - {"unused.py"}
+
+
+def test_the_walk_refuses_imports_it_cannot_follow(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "stage.py").write_text("import importlib\nimportlib.import_module('pkg.x')\n")
+    with pytest.raises(AssertionError, match="dynamic import"):
+        reachable("pkg.stage", tmp_path)
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_stage_deps_are_exactly_the_code_it_runs(stage):
+    module = STAGE_MODULE.search(stage.cmd)
+    assert module, f"{stage.name}: its cmd does not run `python -m ftbench.<stage>`"
+    runs, listed = reachable(module.group(1)), code_deps(stage)
+    missing = sorted(str(p.relative_to(ROOT)) for p in runs - listed)
+    extra = sorted(str(p.relative_to(ROOT)) for p in listed - runs)
+    assert not missing, f"{stage.name} runs code dvc.yaml does not list as a dep: {missing}"
+    assert not extra, f"{stage.name} lists deps it never imports (a change there reruns it): {extra}"
+
+
+# ---------------------------------------------------------------- params
+
+
+class Reads(set):
+    """The params.yaml keys a stage read, as dotted paths; `<path>.*` when it listed a mapping's names.
+
+    Config validation in config.load() is not a read (it stops a stage, never changes its outputs),
+    so recording starts on the object load() returns."""
+
+
+def watch(value, path: str, reads: Reads):
+    if isinstance(value, BaseModel):
+        return WatchedModel(value, path, reads)
+    if isinstance(value, dict):
+        return WatchedDict(value, path, reads)
+    reads.add(path)
+    return value
+
+
+class WatchedModel:
+    """A params object (pydantic) that records every key read through it, methods such as runs() included."""
+
+    def __init__(self, real: BaseModel, path: str, reads: Reads) -> None:
+        self._real, self._path, self._reads = real, path, reads
+
+    def __getattr__(self, name: str):
+        real, path = self._real, self._path
+        if name in type(real).model_fields:
+            return watch(getattr(real, name), f"{path}.{name}".lstrip("."), self._reads)
+        if name.startswith("model_"):  # model_dump() and the like read the whole section
+            self._reads.add(path)
+            return getattr(real, name)
+        method = getattr(type(real), name)
+        return method.__get__(self) if callable(method) else getattr(real, name)
+
+
+class WatchedDict:
+    """A mapping in params (methods, merge, data.datasets): entries read are recorded one by one."""
+
+    def __init__(self, real: dict, path: str, reads: Reads) -> None:
+        self._real, self._path, self._reads = real, path, reads
+
+    def _names(self) -> list:
+        self._reads.add(f"{self._path}.*")
+        return list(self._real)
+
+    def __getitem__(self, key):
+        return watch(self._real[key], f"{self._path}.{key}", self._reads)
+
+    def get(self, key, default=None):
+        return self[key] if key in self._real else default
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, key) -> bool:
+        return key in self._names()
+
+    def keys(self) -> list:
+        return self._names()
+
+    def items(self) -> list:
+        return [(k, self[k]) for k in self._names()]
+
+    def values(self) -> list:
+        return [self[k] for k in self._names()]
+
+
+def foreach_mappings() -> set[str]:
+    """The params mappings dvc.yaml's foreach turns into one stage per name (methods, merge)."""
+    stages_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {s["foreach"].strip("${}") for s in stages_yaml.values() if "foreach" in s}
+
+
+def declared_params(stage) -> set[str]:
+    return {key for d in stage.deps if isinstance(d, ParamsDependency) for key in d.params}
+
+
+def is_covered(read: str, declared: set[str], foreach: set[str]) -> bool:
+    if read.endswith(".*") and read[:-2] in foreach:
+        return True  # a stage checking its own name against methods/merge: DVC's foreach made the name
+    path = read.removesuffix(".*")
+    return any(path == d or path.startswith(f"{d}.") for d in declared)
+
+
+def is_read(declared: str, reads: Reads) -> bool:
+    paths_read = {r.removesuffix(".*") for r in reads}
+    return any(
+        p == declared or p.startswith(f"{declared}.") or declared.startswith(f"{p}.") for p in paths_read
+    )
+
+
+def run_in_process(stage, reads: Reads) -> None:
+    """The stage's `python -m ftbench.<stage> <args>`, in this process, with its params watched."""
+    _, _, module, *args = stage.cmd.split()
+    load = config.load
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(config, "load", lambda *a: watch(load(*a), "", reads))
+        importlib.import_module(module).main(args)
+
+
+@pytest.mark.slow
+def test_stage_params_are_exactly_the_keys_it_reads(project, tiny_model_dir, monkeypatch):
+    """Runs every stage of dvc.yaml in order on the tiny model, recording the params it reads."""
+    import networkx as nx
+
+    monkeypatch.setenv("FTBENCH_MLFLOW", "off")  # tracking logs every param to MLflow: a record, not a read
+    repo = Repo(str(ROOT))
+    order = list(reversed(list(nx.topological_sort(repo.index.graph))))
+    repo.close()
+    foreach, problems = foreach_mappings(), []
+    for stage in order:
+        reads = Reads()
+        run_in_process(stage, reads)
+        declared = declared_params(stage)
+        problems += [
+            f"{stage.name} reads {r}, not in its params"
+            for r in sorted(reads)
+            if not is_covered(r, declared, foreach)
+        ]
+        problems += [
+            f"{stage.name} lists {d} but never reads it" for d in sorted(declared) if not is_read(d, reads)
+        ]
+    assert not problems, "\n".join(problems)
