@@ -11,8 +11,11 @@ from ftbench.errors import UserError
 def test_token_steps_fill_each_step_up_to_the_budget_deterministically():
     rows = [{"input_ids": [0] * n} for n in (100, 300, 50, 200, 120)]
     steps = bench.token_steps(rows, 4, tokens=400)
-    assert steps == bench.token_steps(rows, 4, tokens=400)
-    assert all(0 < sum(len(r["input_ids"]) for r in s) <= 400 for s in steps)
+    assert len(steps) == 4 and steps == bench.token_steps(rows, 4, tokens=400)
+    used = [sum(len(r["input_ids"]) for r in s) for s in steps]
+    assert all(0 < u <= 400 for u in used)
+    # full: a step ends only at the row that would not fit, which opens the next step
+    assert all(u + len(after[0]["input_ids"]) > 400 for u, after in zip(used, steps[1:], strict=False))
 
 
 def test_variants_override_params_and_bad_ones_are_one_line_errors(project):
@@ -48,6 +51,8 @@ def test_bench_prints_a_line_per_variant_and_keeps_the_prose_of_its_markdown(
     results = [x for x in lines if "variant" in x]
     assert [r["variant"] for r in results][:2] == ["qlora", "galore"]
     assert all(r["tokens_per_s"] > 0 and 0 <= r["padding_share"] < 1 for r in results[:2])
+    # --steps timed steps after the --warmup ones, each within --tokens-per-step
+    assert all(r["steps"] == 2 and 0 < r["tokens_per_step"] <= 512 for r in results[:2])
     assert results[2]["answers"] == 4 and results[2]["new_tokens_per_s"] > 0
     assert lines[-1]["seed_plan"]["total_minutes"] > 0
     text = md.read_text()

@@ -1,8 +1,9 @@
+import calendar
 import re
 
 import pytest
 
-from ftbench.builtin_data import FAMILIES, _tagged, generate
+from ftbench.builtin_data import FAMILIES, _tagged, _words, generate
 
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
@@ -64,7 +65,8 @@ def test_arithmetic_is_correct():
             if family == "subtraction" and r["instruction"].startswith(("Subtract", "What do you get")):
                 numbers.reverse()  # "Subtract b from a" / "take b away from a"
             a, b = numbers
-            assert int(re.findall(r"\d+", r["output"])[-1]) == op(a, b), r
+            # with its sign: "b - a" would read back as a - b without it
+            assert int(re.findall(r"-?\d+", r["output"])[-1]) == op(a, b), r
 
 
 def test_comparison_parity_units_and_letters_are_correct():
@@ -80,15 +82,19 @@ def test_comparison_parity_units_and_letters_are_correct():
     for r in grouped["parity"]:
         n = int(re.search(r"\d+", r["instruction"]).group())
         assert ("even" if n % 2 == 0 else "odd") in r["output"]
-    factors = {"meters": 1000, "grams": 1000, "minutes": 60, "seconds": 60, "months": 12, "days": 7}
+    factors = {"meters": 1000, "centimeters": 100, "grams": 1000, "minutes": 60, "seconds": 60, "hours": 24}
+    factors |= {"days": 7, "milliliters": 1000, "months": 12}
     for r in grouped["units"]:
         v, result = (int(x) for x in re.findall(r"\d+", r["output"]))
         small = r["output"].split()[-1].rstrip(".")
-        if small in factors:
-            assert result == v * factors[small], r
+        assert result == v * factors[small], r
     for r in grouped["letter_count"]:
         word = r["input"] or re.search(r'"(\w+)"', r["instruction"]).group(1)
         assert r["output"] == f"The word {word} has {len(word)} letters."
+    for r in grouped["first_last_letter"]:
+        word = re.search(r'"(\w+)"', r["instruction"]).group(1)
+        first = "first" in r["instruction"] or "start" in r["instruction"]
+        assert r["output"].endswith(f" letter {word[0] if first else word[-1]}."), r
     for r in grouped["reverse_word"]:
         word = r["input"] or re.search(r'"(\w+)"', r["instruction"]).group(1)
         assert r["output"].endswith(f" {word[::-1]}.")
@@ -107,6 +113,14 @@ def test_sorting_and_calendar_are_correct():
         if m:
             k, sign = spans[m.group(1)], 1 if m.group(2) == "after" else -1
             assert r["output"].endswith(f" {days[(days.index(m.group(3)) + sign * k) % 7]}."), r
+    months = list(calendar.month_name)[1:]
+    month_records = [r for r in grouped["calendar"] if "month" in r["instruction"]]
+    assert month_records
+    for r in month_records:
+        asked = re.search(r"(\w+)\?$", r["instruction"]).group(1)
+        step = 1 if "after" in r["instruction"] or "follows" in r["instruction"] else -1
+        neighbour = months[(months.index(asked) + step) % 12]
+        assert neighbour in r["output"], r
 
 
 def test_capitals_spot_check():
@@ -117,6 +131,14 @@ def test_capitals_spot_check():
     assert set(capitals.values()) == {france}
     canada = {r["output"] for r in records if "capital of Canada" in r["instruction"]}
     assert canada == {"The capital of Canada is Ottawa."}
+
+
+@pytest.mark.parametrize(
+    ("n", "words"),
+    [(7, "seven"), (13, "thirteen"), (40, "forty"), (342, "three hundred forty-two"), (500, "five hundred")],
+)
+def test_numbers_are_spelled_in_american_english(n, words):
+    assert _words(n) == words
 
 
 def test_too_many_records_raises():

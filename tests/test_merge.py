@@ -8,6 +8,8 @@ from peft import LoraConfig, get_peft_model
 from ftbench import config, data, loss, merge, paths, qlora
 from ftbench.loading import load_model, load_nf4, load_tokenizer
 
+from .conftest import write_params
+
 
 @pytest.fixture
 def adapter(project, tiny_model_dir):
@@ -54,9 +56,14 @@ def test_original_merge_base_differs_from_nf4_by_the_quantization_error(adapter)
     assert 0 < (w_nf4 - w_orig).abs().max() <= w0.abs().max() / 4  # NF4 steps, not the delta, differ
 
 
-def test_merge_stage_writes_full_models_and_records_the_base(adapter):
+def test_merge_stage_writes_full_models_and_records_the_base(adapter, project, tiny_model_dir):
+    # not the default (nf4): the stage must follow params.yaml's merge base, in the weights and the record
+    write_params(project, tiny_model_dir, **{"merge.qlora.base": "original"})
     facts = merge.run("qlora", config.load())
-    assert facts["builtin/seed0"]["base"] == "nf4"
+    assert facts["builtin/seed0"]["base"] == "original"
     out = paths.model_dir("merged/qlora") / "builtin" / "seed0"
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
     assert json.loads((paths.METRICS / "merge" / "qlora.json").read_text()) == facts
+    expected, _ = merge.merged_model(paths.BASE, adapter, "original")
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(load_model(out, dtype=torch.float32).state_dict()[name], expected.state_dict()[name])

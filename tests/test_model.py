@@ -1,19 +1,32 @@
 import json
+import shutil
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from ftbench import config, model, paths
+from ftbench.chat import GEMMA_TEMPLATE
 from ftbench.errors import UserError
 from ftbench.loading import load_model, load_tokenizer
 
 from .conftest import write_params
 
 
-def test_local_folder_becomes_a_safetensors_base_with_chat_template(project, st):
+def test_local_folder_becomes_a_safetensors_base_with_chat_template(project, tiny_model_dir, st):
+    # a folder whose tokenizer has no chat template: the stage must add Gemma's
+    source = project / "no-template"
+    shutil.copytree(tiny_model_dir, source)
+    (source / "chat_template.jinja").unlink(missing_ok=True)
+    settings = json.loads((source / "tokenizer_config.json").read_text())
+    settings.pop("chat_template", None)
+    (source / "tokenizer_config.json").write_text(json.dumps(settings))
+    assert not AutoTokenizer.from_pretrained(source).chat_template
+    write_params(project, tiny_model_dir, **{"model.source": str(source)})
     model.run(config.load(), st)
     assert (paths.BASE / "model.safetensors").exists() and not list(paths.BASE.glob("*.bin"))
-    assert load_tokenizer(paths.BASE).chat_template
+    # stored in models/base itself (load_tokenizer would add it on loading, hiding a base without it)
+    assert AutoTokenizer.from_pretrained(paths.BASE).chat_template == GEMMA_TEMPLATE
     assert json.loads((paths.BASE / "config.json").read_text())["num_hidden_layers"] == 2
 
 
@@ -85,7 +98,6 @@ def test_transient_hub_errors_are_retried_then_given_up(monkeypatch):
 def test_a_cached_hub_model_loads_offline(project, tiny_model_dir):
     """A model in the HF cache (hub layout: refs/main -> snapshots/<rev>) works with HF_HUB_OFFLINE=1."""
     import os
-    import shutil
     import subprocess
     import sys
 

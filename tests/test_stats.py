@@ -14,11 +14,15 @@ def scores(hyps, refs, rouge):
 
 HYPS = [f"the answer number {i} is {i * 3} today" for i in range(30)]
 REFS = [f"the answer number {i} is {i * 3}" if i % 2 else f"answer {i} is {i * 3} now" for i in range(30)]
+# not one 4-gram in common: the score then rests on sacrebleu's default (exp) smoothing
+NO_4GRAM_HYPS = [f"number {i} is here" for i in range(30)]
+NO_4GRAM_REFS = [f"the number {i} is {i}" for i in range(30)]
 
 
-def test_bleu_from_summed_statistics_is_sacrebleus_corpus_bleu():
-    s = scores(HYPS, REFS, [0] * 30)
-    assert stats.corpus_bleu(s["bleu4"]) == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
+@pytest.mark.parametrize(("hyps", "refs"), [(HYPS, REFS), (NO_4GRAM_HYPS, NO_4GRAM_REFS)])
+def test_bleu_from_summed_statistics_is_sacrebleus_corpus_bleu(hyps, refs):
+    s = scores(hyps, refs, [0] * 30)
+    assert stats.corpus_bleu(s["bleu4"]) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
 
 
 def test_bootstrap_is_seeded_and_covers_the_point_estimate():
@@ -26,6 +30,9 @@ def test_bootstrap_is_seeded_and_covers_the_point_estimate():
     a = stats.confidence(s, "rougeL", stats.resample_indices(30, 500, seed=0))
     assert a == stats.confidence(s, "rougeL", stats.resample_indices(30, 500, seed=0))
     assert a[0] < 50 < a[1]
+    # a 95% interval of a mean: about +-1.96 standard errors (500 resamples: within 15%)
+    values = s["rougeL"]
+    assert a[1] - a[0] == pytest.approx(2 * 1.96 * values.std(ddof=1) / np.sqrt(len(values)), rel=0.15)
 
 
 def test_identical_models_do_not_differ_and_a_better_one_does():
@@ -40,11 +47,19 @@ def test_identical_models_do_not_differ_and_a_better_one_does():
     assert d["diff"] > 0 and d["p"] < 0.01
 
 
+def test_p_value_is_two_sided():
+    # 2 of 10 resampled differences at or below zero: one-sided 0.2, two-sided 0.4
+    assert stats.p_value(np.arange(-1.0, 9.0)) == pytest.approx(0.4)
+    assert stats.p_value(-np.arange(-1.0, 9.0)) == pytest.approx(0.4)
+
+
 def test_expectation_verdicts():
     idx = stats.resample_indices(30, 500, seed=0)
     base = np.linspace(10, 90, 30)
     q, g = scores(HYPS, REFS, base), scores(HYPS, REFS, base + 10)
-    assert stats.expectation(scores(HYPS, REFS, base + 20), q, g, "rougeL", idx)["verdict"] == "yes"
+    clear = stats.expectation(scores(HYPS, REFS, base + 20), q, g, "rougeL", idx)
+    # the bar is qlora + 0.7 * (galore - qlora) = base + 7
+    assert clear["verdict"] == "yes" and clear["margin"] == pytest.approx(13)
     assert stats.expectation(scores(HYPS, REFS, base), q, g, "rougeL", idx)["verdict"] == "no"
     noisy = scores(HYPS, REFS, base + 7 + np.random.default_rng(0).normal(0, 30, 30))
     assert stats.expectation(noisy, q, g, "rougeL", idx)["verdict"] == "inconclusive"
