@@ -83,6 +83,7 @@ def fabricate_stage_outputs(p: config.Params) -> None:
                 "empty": 0,
                 "overlong_dropped": 1,
                 "overlong_truncated": 0,
+                "rows_with_chat_markup": 0,
                 "splits": {"train": 16, "validation": 4, "test": 20},
                 "mean_tokens": 30.0,
             }

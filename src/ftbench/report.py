@@ -396,6 +396,7 @@ def data_section() -> Section:
             str(d["empty"]),
             str(d["overlong_dropped"]),
             str(d["overlong_truncated"]),
+            str(d["rows_with_chat_markup"]),
             " / ".join(str(d["splits"][s]) for s in ("train", "validation", "test")),
             str(d["mean_tokens"]),
         ]
@@ -411,6 +412,7 @@ def data_section() -> Section:
                 "empty",
                 "over-long dropped",
                 "truncated",
+                "chat markup as text",
                 "train / val / test",
                 "mean tokens",
             ],
