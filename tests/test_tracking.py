@@ -39,11 +39,12 @@ def test_params_are_flattened_and_secrets_left_out(project, tiny_model_dir):
     write_params(
         project,
         tiny_model_dir,
-        **{"data.datasets": {"builtin": {"source": "builtin", "fields": {"api_key": "k"}}}},
+        **{"data.datasets": {"builtin": {"source": "builtin", "fields": {"api_key": "k", "output": SECRET}}}},
     )
     flat = tracking.flat_params(config.load())
     assert flat["params.methods.qlora.lr"] == "0.0002" and "params.seeds" in flat
     assert not any("api_key" in k for k in flat)
+    assert flat["params.data.datasets.builtin.fields.output"] == "***"  # a token-like value is redacted
     assert tracking.redact(f"token {SECRET} here") == "token *** here"
 
 
