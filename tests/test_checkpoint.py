@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,13 +82,39 @@ def test_killed_run_resumes_to_the_same_losses(prepared, project, tiny_model_dir
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(prepared, project, tiny_model_dir):
     long_run(project, tiny_model_dir, "qlora")
+    write_params(project, tiny_model_dir, **{**LONG, "train.checkpoint_every": 0})  # only the stop saves
     proc = start(project, "qlora")
-    wait_for_checkpoint(proc, "qlora", min_step=1)
+    while not proc.stdout.readline().startswith("  step "):  # training has begun
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate()
     assert proc.returncode == 2 and "stopped by signal 15" in err and "rerun to resume" in err
     assert "Traceback" not in err and not paths.model_dir("qlora").exists()
-    assert (checkpoint.folder("qlora", "builtin/seed0") / checkpoint.FILE).exists()
+    stopped_at = int(re.search(r"after step (\d+)/", err)[1])
+    state = checkpoint.folder("qlora", "builtin/seed0") / checkpoint.FILE
+    assert torch.load(state, weights_only=True)["step"] == stopped_at
+
+
+def test_a_checkpoint_of_other_weights_is_refused_before_anything_loads(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    model[0].requires_grad_(False)  # a checkpoint holds only the trainable weights
+    opt = torch.optim.AdamW([t for t in model.parameters() if t.requires_grad])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    checkpoint.save(tmp_path, "fp", 3, model, opt, sched, {"curve": [], "tokens": 0})
+    assert checkpoint.load(tmp_path, "fp", model, opt, sched)[0] == 3
+
+    renamed = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Identity(), torch.nn.Linear(4, 2))
+    renamed[0].requires_grad_(False)
+    before = renamed[2].weight.clone()
+    with pytest.raises(UserError) as err:
+        checkpoint.load(tmp_path, "fp", renamed, opt, sched)
+    message = str(err.value)
+    assert f"checkpoint {tmp_path / checkpoint.FILE}" in message and f"delete {tmp_path}" in message
+    assert "not saved: 2.bias, 2.weight" in message and "not in the model: 1.bias, 1.weight" in message
+    assert "\n" not in message and torch.equal(renamed[2].weight, before)
+    resized = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
+    with pytest.raises(UserError, match="other shape: 1.bias, 1.weight"):
+        checkpoint.load(tmp_path, "fp", resized, opt, sched)
 
 
 def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path):

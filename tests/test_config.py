@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from typing import get_args, get_origin
 
 import pytest
 import yaml
@@ -81,3 +82,66 @@ def test_a_stage_reports_bad_params_in_one_line_without_traceback(tmp_path):
         "ftbench: error: params.yaml: evaluate.batch_size: Input should be greater than 0 (got 0)"
     ]
     assert not (tmp_path / "metrics").exists()
+
+
+def submodel(annotation) -> tuple[type[config.Strict] | None, bool]:
+    """The Strict class a field holds (directly, optional, or as dict entries), and whether as entries."""
+    if isinstance(annotation, type) and issubclass(annotation, config.Strict):
+        return annotation, False
+    if get_origin(annotation) is dict:
+        return submodel(get_args(annotation)[1])[0], True
+    for arg in get_args(annotation):
+        found, _ = submodel(arg)
+        if found:
+            return found, False
+    return None, False
+
+
+def values_in_params_yaml(cls: type[config.Strict], node: dict, found: dict) -> None:
+    """found[(class, field)] += the value params.yaml gives that field, for every entry that sets it."""
+    for name, field in cls.model_fields.items():
+        if name not in node:
+            continue
+        found.setdefault((cls.__name__, name), []).append(node[name])
+        inner, entries = submodel(field.annotation)
+        if inner and isinstance(node[name], dict):
+            for child in node[name].values() if entries else [node[name]]:
+                values_in_params_yaml(inner, child, found)
+
+
+def defaults(cls: type[config.Strict], seen: dict) -> dict:
+    """(class, field) -> default, for every field with one, in cls and the classes it holds."""
+    for name, field in cls.model_fields.items():
+        if not field.is_required():
+            seen[(cls.__name__, name)] = field.get_default()
+        inner, _ = submodel(field.annotation)
+        if inner:
+            defaults(inner, seen)
+    return seen
+
+
+def test_every_default_is_a_value_params_yaml_spells_out():
+    """params.yaml is the one source: a default left in config.py (only inside entries a user adds) must
+    be the value that one of params.yaml's own entries writes out for it."""
+    found: dict = {}
+    values_in_params_yaml(config.Params, yaml.safe_load((ROOT / "params.yaml").read_text()), found)
+    differ = {
+        key: default
+        for key, default in defaults(config.Params, {}).items()
+        if default not in found.get(key, [])
+    }
+    assert not differ, f"defaults in config.py that params.yaml does not spell out: {differ}"
+
+
+@pytest.mark.parametrize("key", ["seed", "train.checkpoint_every", "train.micro_batch_tokens", "evaluate"])
+def test_a_missing_key_is_one_line_naming_it(tmp_path, key):
+    *parents, leaf = key.split(".")
+
+    def drop(p):
+        node = p
+        for name in parents:
+            node = node[name]
+        del node[leaf]
+
+    message = error_for(tmp_path, drop)
+    assert f"params.yaml: {key}: missing; add it" in message and "\n" not in message

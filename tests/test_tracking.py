@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from ftbench import config, paths, tracking
 
-from .conftest import write_params
+from .conftest import ROOT, write_params
 
 SECRET = "hf_abcdefghijklmnopqrstuvwx"
 
@@ -38,11 +39,12 @@ def test_params_are_flattened_and_secrets_left_out(project, tiny_model_dir):
     write_params(
         project,
         tiny_model_dir,
-        **{"data.datasets": {"builtin": {"source": "builtin", "fields": {"api_key": "k"}}}},
+        **{"data.datasets": {"builtin": {"source": "builtin", "fields": {"api_key": "k", "output": SECRET}}}},
     )
     flat = tracking.flat_params(config.load())
     assert flat["params.methods.qlora.lr"] == "0.0002" and "params.seeds" in flat
     assert not any("api_key" in k for k in flat)
+    assert flat["params.data.datasets.builtin.fields.output"] == "***"  # a token-like value is redacted
     assert tracking.redact(f"token {SECRET} here") == "token *** here"
 
 
@@ -59,6 +61,10 @@ def test_stages_log_runs_to_a_sqlite_store(project, tiny_model_dir):
         for r in client.search_runs([client.get_experiment_by_name("ftbench").experiment_id])
     }
     assert set(runs) == {"data", "train-qlora"}
+    # run by hand, outside DVC: no invocation to group them, so no parent run
+    assert not any(
+        tracking.PARENT in r.data.tags or tracking.INVOCATION in r.data.tags for r in runs.values()
+    )
     train = runs["train-qlora"]
     assert train.info.status == "FINISHED" and train.data.tags["method"] == "qlora"
     assert (
@@ -69,6 +75,99 @@ def test_stages_log_runs_to_a_sqlite_store(project, tiny_model_dir):
     assert {a.path for a in client.list_artifacts(train.info.run_id)} >= {"qlora.json", "qlora"}
     logged = json.dumps([train.data.params, train.data.tags])
     assert SECRET not in logged and "HF_TOKEN" not in logged
+
+
+STAGE_SCRIPT = """
+import sys
+from ftbench import config, tracking
+with tracking.stage(sys.argv[1], config.load()) as st:
+    st.log_step(1, {"loss": 1.0})
+"""
+DVC_YAML = """
+stages:
+  one:
+    cmd: python stage.py one
+    always_changed: true
+  two:
+    cmd: python stage.py two
+    deps: [metrics/resources/one.json]
+    always_changed: true
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def dvc(repo: Path, env: dict, *args: str) -> None:
+    done = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_each_dvc_invocation_is_one_parent_run_with_its_stages_nested(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "params.yaml", repo)
+    (repo / "stage.py").write_text(STAGE_SCRIPT)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    (repo / ".gitignore").write_text("mlflow.db\nmetrics/\n")
+    env = {k: v for k, v in stage_env().items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        MLFLOW_EXPERIMENT_NAME="my-study",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        PYTHONPATH=str(ROOT / "src"),
+    )
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@t")
+    git(repo, "config", "user.name", "t")
+    dvc(repo, env, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "init")
+
+    dvc(repo, env, "repro")
+    dvc(repo, env, "exp", "run", "-n", "trial")
+
+    client = MlflowClient(f"sqlite:///{repo.resolve()}/mlflow.db")
+    assert client.get_experiment_by_name("ftbench") is None  # MLFLOW_EXPERIMENT_NAME is honoured
+    runs = client.search_runs([client.get_experiment_by_name("my-study").experiment_id])
+    parents = {r.info.run_id: r for r in runs if tracking.PARENT not in r.data.tags}
+    assert sorted(r.info.run_name for r in parents.values()) == ["trial", "workspace"]
+    for parent_id, parent in parents.items():
+        children = [r for r in runs if r.data.tags.get(tracking.PARENT) == parent_id]
+        assert sorted(r.data.tags["stage"] for r in children) == ["one", "two"]
+        assert parent.info.status == "FINISHED" and parent.data.params["params.seed"] == "0"
+        assert {r.data.tags["dvc_exp"] for r in [parent, *children]} == {parent.info.run_name}
+    commit = git(repo, "rev-parse", "HEAD")
+    assert {r.data.tags[tracking.GIT_COMMIT] for r in runs} == {commit}
+
+
+def test_step_metrics_do_not_wait_for_a_busy_store(project, monkeypatch):
+    monkeypatch.delenv("FTBENCH_MLFLOW")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = tracking.Tracker("test", config.load(), {})
+    store = sqlite3.connect(project / "mlflow.db", isolation_level=None)
+    store.execute("BEGIN EXCLUSIVE")  # the store is busy: a synchronous write would wait 20 s for it
+    start = time.perf_counter()
+    for step in (1, 2, 3):
+        tracker.log_step(step, {"loss": 1.0 / step})
+    assert time.perf_counter() - start < 2
+    store.execute("COMMIT")
+    tracker.finish({"wall_s": 1.0}, [], "FINISHED")
+    client = MlflowClient(tracking.tracking_uri())
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "loss")] == [1, 2, 3]
+
+
+def test_a_step_metric_the_store_refuses_is_one_warning_and_the_run_still_closes(
+    project, monkeypatch, capsys
+):
+    monkeypatch.delenv("FTBENCH_MLFLOW")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = tracking.Tracker("test", config.load(), {})
+    tracker.log_step(1, {"bad\nname": 1.0})  # MLflow refuses it in its background writer
+    tracker.finish({"wall_s": 1.0}, [], "FINISHED")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ftbench: warning")]
+    assert len(warnings) == 1 and "did not store some step metrics" in warnings[0]
+    assert MlflowClient(tracking.tracking_uri()).get_run(tracker.run_id).info.status == "FINISHED"
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ftbench.atomic import atomic_path
+from ftbench.errors import UserError
 from ftbench.galore import Projector
 
 ROOT = Path("checkpoints")
@@ -80,6 +81,28 @@ def save(where: Path, fp: str, step: int, model, optimizer, scheduler, progress:
         torch.save(state, tmp)
 
 
+def _check_weights(path: Path, model, saved: dict[str, torch.Tensor]) -> None:
+    """Refuse a checkpoint whose weights are not exactly the model's trainable ones: loading it anyway
+    would leave the unmatched parameters at their initial values and resume a different model."""
+    trainable = {n: t for n, t in model.named_parameters() if t.requires_grad}
+    mismatches = {
+        "not saved": trainable.keys() - saved.keys(),
+        "not in the model": saved.keys() - trainable.keys(),
+        "other shape": {n for n in trainable.keys() & saved.keys() if trainable[n].shape != saved[n].shape},
+    }
+    found = [f"{what}: {_few(names)}" for what, names in mismatches.items() if names]
+    if found:
+        raise UserError(
+            f"checkpoint {path} does not match the model's trainable weights ({'; '.join(found)}); "
+            f"delete {path.parent} to train afresh"
+        )
+
+
+def _few(names: set[str]) -> str:
+    shown = sorted(names)[:3]
+    return ", ".join(shown) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] | None:
     """Restore a matching checkpoint; returns (steps done, progress) or None to start afresh."""
     path = where / FILE
@@ -89,7 +112,8 @@ def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] 
     if state["fingerprint"] != fp:
         print(f"  ignoring {path}: it was written under other params", flush=True)
         return None
-    model.load_state_dict(state["model"], strict=False)
+    _check_weights(path, model, state["model"])
+    model.load_state_dict(state["model"], strict=False)  # strict=False: it holds the trainable ones only
     _load_optimizer(optimizer, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])

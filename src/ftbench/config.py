@@ -1,7 +1,11 @@
 """One typed config, loaded once per stage from params.yaml.
 
-Pydantic does the checking (unknown keys, types, ranges); `load()` turns its first complaint into one
-line that names the key, so a typo stops the stage before any work.
+params.yaml is the one source of every value: the classes here declare types, ranges and what each key
+does, and give no default for a key params.yaml sets once. Defaults remain only inside entries a user
+adds (a dataset, a method, a merge): there they equal the values params.yaml's own entries spell out,
+which tests/test_config.py checks. Pydantic does the checking (unknown keys, missing keys, types,
+ranges); `load()` turns its first complaint into one line that names the key, so a typo stops the
+stage before any work.
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ class Strict(BaseModel):
 
 
 class ModelParams(Strict):
-    source: str = "embedded"
+    source: str
     """`embedded` (Gemma 3 270M from PyPI), a local model directory, or a hub id."""
-    revision: str | None = None
+    revision: str | None
     """Hub revision; None is the default branch."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16"]
     """dtype models/base is saved in."""
 
 
@@ -61,9 +65,9 @@ class DataParams(Strict):
     """Each dataset listed is split, trained on and evaluated separately."""
     sizes: SplitSizes
     """Examples per split, after over-long rows are dropped."""
-    max_length: Annotated[int, Field(ge=16)] = 256
+    max_length: Annotated[int, Field(ge=16)]
     """Tokens per example, prompt and answer together."""
-    overlong: Literal["drop", "truncate"] = "drop"
+    overlong: Literal["drop", "truncate"]
     """What happens to examples longer than max_length."""
 
     @field_validator("datasets")
@@ -112,7 +116,9 @@ class MethodParams(Strict):
     epochs: PositiveInt
     """Passes over the training split."""
     batch_size: PositiveInt
-    """Micro-batch size."""
+    """Rows per micro-batch and per validation pass. With train.micro_batch_tokens null each micro-batch
+    is one forward pass, so activation memory grows with it; with a token budget it only sets the rows
+    per step (x grad_accum) and the budget bounds activation memory."""
     grad_accum: PositiveInt
     """Micro-batches per optimizer step."""
     lora: LoraParams | None = None
@@ -138,28 +144,32 @@ class MergeParams(Strict):
 
 
 class TrainParams(Strict):
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: Annotated[float, Field(gt=0)] = 1e-8
-    warmup_ratio: Fraction = 0.03
+    weight_decay: Annotated[float, Field(ge=0)]
+    """AdamW's decoupled weight decay."""
+    betas: tuple[float, float]
+    """AdamW's moment decay rates."""
+    eps: Annotated[float, Field(gt=0)]
+    """AdamW's denominator epsilon."""
+    warmup_ratio: Fraction
     """Share of optimizer steps with linear warm-up."""
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    schedule: Literal["linear", "cosine", "constant"]
     """Learning-rate decay after warm-up."""
-    max_grad_norm: Annotated[float, Field(ge=0)] = 1.0
+    max_grad_norm: Annotated[float, Field(ge=0)]
     """Gradient clipping norm; 0 disables it."""
-    max_steps: PositiveInt | None = None
+    max_steps: PositiveInt | None
     """Cap on optimizer steps per method; None lets epochs decide."""
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool
     """Recompute activations in the backward pass."""
-    micro_batch_tokens: PositiveInt | None = None
-    """Forward passes of at most this many (padded) tokens per optimizer step; None = batch_size rows."""
-    compile: bool = False
+    micro_batch_tokens: PositiveInt | None
+    """Forward passes of at most this many (padded) tokens per optimizer step; None = batch_size rows.
+    Set, it (not batch_size) bounds training activation memory."""
+    compile: bool
     """torch.compile each decoder layer: fewer kernel launches, a compile on the first steps."""
-    fused_cross_entropy: bool = True
+    fused_cross_entropy: bool
     """On a GPU with liger-kernel: output layer and cross-entropy in chunks, never all logits at once."""
-    log_every: PositiveInt = 1
+    log_every: PositiveInt
     """Optimizer steps between loss records."""
-    checkpoint_every: Annotated[int, Field(ge=0)] = 50
+    checkpoint_every: Annotated[int, Field(ge=0)]
     """Optimizer steps between resumable checkpoints in checkpoints/; 0 turns them off."""
 
     @field_validator("betas", mode="before")
@@ -169,29 +179,29 @@ class TrainParams(Strict):
 
 
 class EvaluateParams(Strict):
-    max_new_tokens: PositiveInt = 48
+    max_new_tokens: PositiveInt
     """Greedy answer length cap."""
-    batch_size: PositiveInt = 16
+    batch_size: PositiveInt
     """Prompts per generate call."""
-    rouge_stemmer: bool = True
+    rouge_stemmer: bool
     """Porter stemming in rouge-score."""
-    llamafactory: bool = False
+    llamafactory: bool
     """Also score with LLaMA-Factory's convention (character BLEU-4, jieba ROUGE) for comparison."""
 
 
 class ResourceParams(Strict):
-    max_gpu_memory_gib: Annotated[float, Field(gt=0)] | None = None
+    max_gpu_memory_gib: Annotated[float, Field(gt=0)] | None
     """Cap on this process's GPU memory (torch's allocator fails beyond it); None = the whole GPU."""
-    gpus: PositiveInt | Literal["auto"] = 1
+    gpus: PositiveInt | Literal["auto"]
     """Data-parallel processes for training and evaluation, one per GPU; auto = every visible GPU."""
-    peak_tflops: Annotated[float, Field(gt=0)] | None = None
+    peak_tflops: Annotated[float, Field(gt=0)] | None
     """The GPU's dense bf16 peak for MFU; None looks the GPU up in a table of known ones."""
 
 
 class ReportParams(Strict):
-    resamples: Annotated[int, Field(ge=100)] = 1000
+    resamples: Annotated[int, Field(ge=100)]
     """Paired-bootstrap resamples for intervals and p-values."""
-    expectation_weight: Annotated[float, Field(ge=0, le=1)] = 0.7
+    expectation_weight: Annotated[float, Field(ge=0, le=1)]
     """The seed's claim: hybrid >= qlora + weight * (galore - qlora)."""
 
 
@@ -208,18 +218,19 @@ class Run:
 
 
 class Params(Strict):
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0)]
     """Seeds the data split and the bootstrap."""
-    seeds: list[Annotated[int, Field(ge=0)]] = [0]
+    seeds: list[Annotated[int, Field(ge=0)]]
     """Training seeds (shuffling, adapter init, dropout): every method trains once per seed."""
-    model: ModelParams = ModelParams()
+    model: ModelParams
     data: DataParams
     methods: dict[str, MethodParams]
-    merge: dict[str, MergeParams] = {}
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    report: ReportParams = ReportParams()
-    resources: ResourceParams = ResourceParams()
+    merge: dict[str, MergeParams]
+    """One entry per qlora method whose adapter is merged into a full-precision model; {} for none."""
+    train: TrainParams
+    evaluate: EvaluateParams
+    report: ReportParams
+    resources: ResourceParams
 
     def runs(self, model: str) -> list[Run]:
         """The base model once per dataset; a method once per dataset and training seed."""
@@ -270,6 +281,10 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        if first["type"] == "missing":
+            raise UserError(
+                f"{path}: {key}: missing; add it (the project's params.yaml has every key)"
+            ) from None
         shown = first.get("input")
         got = f" (got {shown!r:.60})" if shown is not None and not isinstance(shown, dict) else ""
         raise UserError(f"{path}: {key}: {first['msg']}{got}") from None

@@ -1,10 +1,17 @@
 """Every executed stage becomes one MLflow run: tags, params, step metrics, resources, artifacts.
 
+Under DVC, the stage runs of one `dvc repro` or `dvc exp run` (or one queued experiment) are nested
+under one parent run named after the DVC experiment, so an experiment is one row in the UI. Each stage
+is its own process, so the parent is found by the invocation it belongs to: the nearest dvc process
+above the stage (host, pid, start time), stored in the `ftbench.invocation` tag. A stage run by hand,
+outside DVC, has no invocation to group and gets no parent.
+
 The store is MLFLOW_TRACKING_URI, or by default a SQLite database at the project root (an absolute
 path, so that `dvc exp run --queue`, which runs in .dvc/tmp/exps/..., logs to the same one as
-`dvc repro`). Tracking never stops training: if the store cannot be reached, one warning says so and
-the stage goes on; its numbers stay in metrics/ either way. Secrets are never logged.
-FTBENCH_MLFLOW=off turns tracking off.
+`dvc repro`); the experiment is MLFLOW_EXPERIMENT_NAME, else `ftbench`. Step metrics go through
+MLflow's asynchronous logging, so the training loop never waits on the store. Tracking never stops
+training: if the store cannot be reached, one warning says so and the stage goes on; its numbers stay
+in metrics/ either way. Secrets are never logged. FTBENCH_MLFLOW=off turns tracking off.
 """
 
 from __future__ import annotations
@@ -12,17 +19,24 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+import psutil
 
 from ftbench import config, distributed
 from ftbench.errors import redact
 from ftbench.resources import Record, measure
 
 EXPERIMENT = "ftbench"
+INVOCATION = "ftbench.invocation"
+PARENT = "mlflow.parentRunId"
+GIT_COMMIT = "mlflow.source.git.commit"
 SECRET_KEY = re.compile(r"token|secret|passw|api[_-]?key|access[_-]?key|credential", re.IGNORECASE)
 # A dead server must not hold a stage for minutes of client retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -37,6 +51,29 @@ def project_root(cwd: Path | None = None) -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+
+
+def dvc_exp() -> str:
+    return os.environ.get("DVC_EXP_NAME", "workspace")
+
+
+def dvc_invocation() -> str | None:
+    """The `dvc repro` / `dvc exp run` / queued `dvc exp exec-run` this process runs under, as
+    host:pid:start time (a pid alone is reused), or None outside DVC."""
+    for proc in psutil.Process().parents():
+        with contextlib.suppress(psutil.Error):
+            if _is_dvc(proc.cmdline()):
+                return f"{socket.gethostname()}:{proc.pid}:{proc.create_time():.3f}"
+    return None
+
+
+def _is_dvc(cmdline: list[str]) -> bool:
+    """`dvc ...`, `python .../bin/dvc ...` (an entry-point script) or `python -m dvc ...`."""
+    return any(Path(arg).name == "dvc" for arg in cmdline[:2]) or cmdline[1:3] == ["-m", "dvc"]
 
 
 def flat_params(p: config.Params) -> dict[str, str]:
@@ -75,10 +112,12 @@ def _reachable(uri: str) -> bool:
 
 
 class Tracker:
-    """One MLflow run; every call is best effort and a failure turns tracking off with one warning."""
+    """One MLflow run (nested under its DVC invocation's run); every call is best effort and a failure
+    turns tracking off with one warning."""
 
     def __init__(self, stage: str, p: config.Params, tags: dict[str, str]) -> None:
-        self.client = self.run_id = None
+        self.client = self.run_id = self.parent_id = None
+        self.pending: list = []  # step metrics on their way to the store (RunOperations)
         uri = tracking_uri()
         if os.environ.get("FTBENCH_MLFLOW") == "off" or not distributed.is_main():
             return
@@ -88,27 +127,43 @@ class Tracker:
         self._call(self._start, uri, stage, p, tags)
 
     def _start(self, uri: str, stage: str, p: config.Params, tags: dict[str, str]) -> None:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(uri)
-        exp = self.client.get_experiment_by_name(EXPERIMENT)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(EXPERIMENT)
-        all_tags = {
-            "stage": stage,
-            "dvc_exp": os.environ.get("DVC_EXP_NAME", "workspace"),
-            "git_commit": _git_commit(),
+        name = experiment_name()
+        exp = self.client.get_experiment_by_name(name)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(name)
+        params = [Param(k, v) for k, v in flat_params(p).items()]
+        shared = {
+            "dvc_exp": dvc_exp(),
+            GIT_COMMIT: _git_commit(),
             "seeds": ",".join(map(str, p.seeds)),
             "datasets": ",".join(p.data.datasets),
-            "mlflow.runName": f"{stage} ({os.environ.get('DVC_EXP_NAME', 'workspace')})",
-            **tags,
         }
-        self.run_id = self.client.create_run(exp_id).info.run_id
-        self.client.log_batch(
-            self.run_id,
-            params=[Param(k, v) for k, v in flat_params(p).items()],
-            tags=[RunTag(k, redact(str(v))) for k, v in all_tags.items()],
+        invocation = dvc_invocation()
+        if invocation:
+            self.parent_id = self._parent_run(exp_id, invocation, shared, params)
+            shared[PARENT] = self.parent_id
+        run = self.client.create_run(
+            exp_id, run_name=f"{stage} ({dvc_exp()})", tags=_clean({"stage": stage, **shared, **tags})
         )
+        self.run_id = run.info.run_id
+        self.client.log_batch(self.run_id, params=params)
+
+    def _parent_run(self, exp_id: str, invocation: str, tags: dict[str, str], params: list) -> str:
+        """The invocation's run, made by its first stage; RUNNING while one of its stages runs.
+
+        DVC runs one invocation's stages one after another, so two never race to make it."""
+        found = self.client.search_runs([exp_id], f"tags.`{INVOCATION}` = '{invocation}'", max_results=1)
+        if found:
+            self.client.update_run(found[0].info.run_id, status="RUNNING")
+            return found[0].info.run_id
+        run = self.client.create_run(
+            exp_id, run_name=dvc_exp(), tags=_clean({INVOCATION: invocation, **tags})
+        )
+        self.client.log_batch(run.info.run_id, params=params)
+        return run.info.run_id
 
     def _call(self, fn, *args) -> None:
         if fn != self._start and self.run_id is None:
@@ -127,30 +182,54 @@ class Tracker:
         )
 
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        self._call(self._log_metrics, step, metrics)
+        self._call(self._log_step, step, metrics)
 
-    def _log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        import time
+    def _log_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Queued for MLflow's background thread: the loop goes on while the store writes."""
+        self.pending.append(
+            self.client.log_batch(self.run_id, metrics=_metrics(step, metrics), synchronous=False)
+        )
 
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
-        self.client.log_batch(self.run_id, metrics=batch)
+    def _wait_for_steps(self) -> None:
+        """Every queued step metric is stored (or refused) before the run closes; a refusal is one
+        warning, and the run still closes with the stage's status."""
+        try:
+            for operations in self.pending:
+                operations.wait()
+        except Exception as err:  # the store's own error types, as in _call
+            print(
+                f"ftbench: warning: MLflow did not store some step metrics ({type(err).__name__}: "
+                f"{redact(str(err))[:200]}); metrics/ keeps every number",
+                file=sys.stderr,
+            )
 
     def finish(self, record: dict, artifacts: list[Path], status: str) -> None:
         self._call(self._finish, record, artifacts, status)
 
     def _finish(self, record: dict, artifacts: list[Path], status: str) -> None:
+        self._wait_for_steps()
         numbers = {f"resources.{k}": v for k, v in record.items() if isinstance(v, (int, float))}
         numbers.update({f"resources.phase.{k}": v for k, v in record.get("phases_s", {}).items()})
-        self._log_metrics(0, numbers)
+        self.client.log_batch(self.run_id, metrics=_metrics(0, numbers))
         for path in artifacts:
             if path.is_file():
                 self.client.log_artifact(self.run_id, str(path))
             elif path.is_dir():
                 self.client.log_artifacts(self.run_id, str(path), artifact_path=path.name)
         self.client.set_terminated(self.run_id, status)
+        if self.parent_id:  # FINISHED until the next stage of the invocation starts, FAILED if one failed
+            self.client.set_terminated(self.parent_id, status)
+
+
+def _clean(tags: dict[str, str]) -> dict[str, str]:
+    return {k: redact(str(v)) for k, v in tags.items()}
+
+
+def _metrics(step: int, values: dict[str, float]) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in values.items() if v is not None]
 
 
 class StageRun:
