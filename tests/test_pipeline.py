@@ -65,7 +65,14 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
 
     client = MlflowClient(f"sqlite:///{repo.resolve()}/mlflow.db")  # the default store
     runs = client.search_runs([client.get_experiment_by_name("ftbench").experiment_id])
-    assert sorted(r.data.tags["stage"] for r in runs) == sorted(s.replace("@", "-") for s in STAGES)
+    # one parent run for the `dvc repro`, every stage nested under it, all carrying the git commit
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    stage_runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_name == "workspace"
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in stage_runs)
+    assert sorted(r.data.tags["stage"] for r in stage_runs) == sorted(s.replace("@", "-") for s in STAGES)
+    head = sh(repo, "git", "rev-parse", "HEAD").strip()
+    assert all(r.data.tags["mlflow.source.git.commit"] == head for r in runs)
     assert all(r.info.status == "FINISHED" for r in runs)
 
     assert "Running stage" not in sh(repo, "dvc", "repro")
