@@ -86,6 +86,7 @@ def test_training_flops_match_the_known_gemma3_1b_count():
         ("NVIDIA H100 80GB HBM3", 989.0),
         ("NVIDIA GeForce RTX 4090", 165.0),
         ("Tesla T4", None),  # no bf16 tensor cores: no invented figure
+        ("NVIDIA A10G", None),  # another GPU: not the A10's figure
         ("Tesla V100-SXM2-16GB", None),
     ],
 )
