@@ -15,6 +15,7 @@ from .conftest import write_params
 # A row has one fixed loss whatever process computes it; the sums only associate differently.
 TOLERANCE = dict(rel=1e-4, abs=1e-5)
 # GaLore's layerwise mode keeps one process (each rank would find its own basis)
+PEAK = 1e-4  # TFLOP/s: a made-up peak of the order of a CPU's, so MFU is large enough to check its arithmetic
 SEVERAL_GPUS = {"methods.galore.galore.layerwise": False, "methods.hybrid.galore.layerwise": False}
 
 
@@ -37,15 +38,25 @@ def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_m
         "methods.qlora.lora.dropout": 0.0,  # dropout masks differ by process; the rest is deterministic
         f"methods.{method}.lr": 1e-2,
     }
-    curves = {}
+    curves, counts = {}, {}
     for gpus in (1, 2):
-        write_params(project, tiny_model_dir, **settings, **{"resources.gpus": gpus})
+        write_params(
+            project, tiny_model_dir, **settings, **{"resources.gpus": gpus, "resources.peak_tflops": PEAK}
+        )
         done = stage(project, "ftbench.train", method)
         assert done.returncode == 0, done.stderr[-2000:]
         curves[gpus] = curve(method)
+        result = json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin/seed0"]
+        counts[gpus] = {k: result[k] for k in ("tokens", "answer_tokens", "flops")}
+        record = json.loads((paths.RESOURCES / f"train-{method}.json").read_text())
+        # MFU: the whole world's FLOP/s over the whole world's peak
+        assert record["tokens"] == result["tokens"]
+        assert record["mfu"] == pytest.approx(
+            result["flops"] / record["train_s"] / (gpus * PEAK * 1e12), rel=1e-3
+        )
     assert len(curves[1]) == 2 and curves[1][-1] != curves[1][0]
     assert curves[2] == pytest.approx(curves[1], **TOLERANCE)
-    record = json.loads((paths.RESOURCES / f"train-{method}.json").read_text())
+    assert counts[2] == counts[1]  # every rank's tokens, not rank 0's
     assert len(record["per_device"]) == 2 and record["peak_rss_gib_total"] > 0
 
 

@@ -2,19 +2,35 @@
 
 import pytest
 import torch
+from galore_torch.galore_projector import GaLoreProjector
 
-from ftbench import galore, paths, train
+from ftbench import config, galore, paths, train
 from ftbench.atomic import read_jsonl
+from ftbench.loss import answer_loss, answer_tokens, collate
+
+
+def use_stock_projectors(optimizer) -> None:
+    """galore-torch's own GaLoreProjector in place of ftbench's, so the reference is galore-torch alone."""
+    for group in optimizer.param_groups:
+        for t in group["params"] if "rank" in group else []:
+            settings = {k: group[k] for k in ("update_proj_gap", "scale", "proj_type")}
+            optimizer.state[t]["projector"] = GaLoreProjector(group["rank"], **settings)
 
 
 def galore_losses(p, rows_per_step: list[list[int]], **galore_options) -> list[float]:
-    """Per-step losses of the galore recipe, with clipping off and a constant learning rate."""
+    """Per-step losses of the galore recipe, with clipping off and a constant learning rate of 1e-2
+    (large enough that a wrong basis shows in the losses)."""
     method = p.methods["galore"]
-    method = method.model_copy(update={"galore": method.galore.model_copy(update=galore_options)})
+    galore_settings = method.galore.model_copy(update=galore_options)
+    method = method.model_copy(
+        update={"lr": 1e-2, "galore": config.GaloreParams(**galore_settings.model_dump())}
+    )
     p = p.model_copy(update={"train": p.train.model_copy(update={"max_grad_norm": 0.0})})
     rows = read_jsonl(paths.split_file("builtin", "train"))
     torch.manual_seed(0)
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
+    if not method.galore.layerwise:
+        use_stock_projectors(optimizer)
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     steps = [[[rows[i] for i in micro] for micro in step] for step in rows_per_step]
@@ -25,26 +41,93 @@ def galore_losses(p, rows_per_step: list[list[int]], **galore_options) -> list[f
 ACCUMULATED = [[[0, 1, 2, 3]], [[4, 5], [6, 7]], [[8, 9], [10, 11]], [[12, 13], [14, 15]], [[0, 2], [4, 6]]]
 
 
-def test_layerwise_accumulation_matches_stock_galore(prepared):
+@pytest.mark.parametrize("accumulation", ["full", "projected"])
+def test_layerwise_accumulation_matches_stock_galore(prepared, accumulation):
     """Projected gradients summed over micro-batches equal the projection of the summed gradient."""
-    stock = galore_losses(prepared, ACCUMULATED, layerwise=False, lr=1e-2)
-    ours = galore_losses(prepared, ACCUMULATED, layerwise=True, lr=1e-2)
+    stock = galore_losses(prepared, ACCUMULATED, layerwise=False)
+    ours = galore_losses(prepared, ACCUMULATED, layerwise=True, accumulation=accumulation)
     assert stock[-1] != stock[0]  # the optimizer moved the weights
     torch.testing.assert_close(ours, stock, rtol=1e-4, atol=1e-5)
 
 
-def test_layerwise_refreshes_the_projection_like_stock_galore(prepared):
+@pytest.mark.parametrize("accumulation", ["full", "projected"])
+def test_layerwise_refreshes_the_projection_like_stock_galore(prepared, accumulation):
     one_micro_batch = [[[i, i + 1, i + 2, i + 3]] for i in range(0, 16, 4)]
     stock = galore_losses(prepared, one_micro_batch, layerwise=False, update_proj_gap=2)
-    ours = galore_losses(prepared, one_micro_batch, layerwise=True, update_proj_gap=2)
+    ours = galore_losses(
+        prepared, one_micro_batch, layerwise=True, update_proj_gap=2, accumulation=accumulation
+    )
     torch.testing.assert_close(ours, stock, rtol=1e-4, atol=1e-5)
+
+
+# 6 steps of 3 passes; with update_proj_gap 2, steps 1, 3 and 5 refresh the bases
+CLIPPED_RUN = [[[j, j + 1] for j in range(i, i + 6, 2)] for i in (0, 6, 10, 3, 9, 1)]
+MAX_NORM = 0.05
+
+
+def stock_galore_run(p, method, steps) -> tuple[list[float], list[float], torch.nn.Module]:
+    """galore-torch's GaLoreAdamW as HF Trainer drives it: backward per pass, clip_grad_norm_, step."""
+    method = method.model_copy(update={"galore": method.galore.model_copy(update={"layerwise": False})})
+    torch.manual_seed(0)
+    model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
+    assert type(optimizer) is galore.GaLoreAdamW
+    use_stock_projectors(optimizer)
+    params = [t for g in optimizer.param_groups for t in g["params"]]
+    losses, norms = [], []
+    for step in steps:
+        n_targets = sum(answer_tokens(rows) for rows in step)
+        loss = 0.0
+        for rows in step:
+            pass_loss = answer_loss(model, collate(rows, 0)) / n_targets
+            pass_loss.backward()
+            loss += pass_loss.item()
+        norms.append(torch.nn.utils.clip_grad_norm_(params, MAX_NORM).item())
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss)
+    return losses, norms, model
+
+
+def test_default_galore_is_published_galore_with_accumulation_refreshes_and_clipping(prepared):
+    """ftbench's default GaLore (layerwise) takes the same steps as the stock optimizer after
+    clip_grad_norm_ of the full gradient, on refresh steps of several passes too."""
+    rows = read_jsonl(paths.split_file("builtin", "train"))
+    steps = [[[rows[i] for i in rows_] for rows_ in step] for step in CLIPPED_RUN]
+    method = prepared.methods["galore"]
+    method = method.model_copy(
+        update={"lr": 1e-2, "galore": method.galore.model_copy(update={"update_proj_gap": 2})}
+    )
+    assert method.galore.layerwise  # the default configuration, not the stock optimizer
+    p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_grad_norm": MAX_NORM})})
+    stock_losses, stock_norms, stock_model = stock_galore_run(p, method, steps)
+
+    torch.manual_seed(0)
+    model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
+    trainable = [t for g in optimizer.param_groups for t in g["params"]]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    logged = [train.train_step(model, optimizer, scheduler, trainable, s, p, 0) for s in steps]
+
+    assert min(stock_norms) > MAX_NORM  # every step clips
+    torch.testing.assert_close([m["grad_norm"] for m in logged], stock_norms, rtol=1e-4, atol=0)
+    torch.testing.assert_close([m["loss"] for m in logged], stock_losses, rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        dict(model.named_parameters()), dict(stock_model.named_parameters()), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_only_the_projected_accumulation_is_reported_as_a_deviation(prepared):
+    method = prepared.methods["galore"]
+    assert galore.deviations(method) == [] and galore.deviations(prepared.methods["qlora"]) == []
+    projected = method.galore.model_copy(update={"accumulation": "projected"})
+    (sentence,) = galore.deviations(method.model_copy(update={"galore": projected}))
+    assert "accumulation: projected" in sentence and "clipping" in sentence
+    stock = projected.model_copy(update={"layerwise": False})  # the stock optimizer ignores the setting
+    assert galore.deviations(method.model_copy(update={"galore": stock})) == []
 
 
 def test_layerwise_frees_every_projected_gradient_during_backward(prepared):
     model, optimizer, _ = galore.setup(paths.BASE, prepared.methods["galore"], prepared, seed=0)
     rows = read_jsonl(paths.split_file("builtin", "train"))[:2]
-    from ftbench.loss import answer_loss, collate
-
     answer_loss(model, collate(rows, 0)).backward()
     projected = [t for g in optimizer.param_groups if "rank" in g for t in g["params"]]
     assert projected and all(t.grad is None for t in projected)
@@ -57,12 +140,14 @@ def test_lowrank_svd_finds_the_same_subspace_as_full_svd():
     v, _ = torch.linalg.qr(torch.randn(64, 64))
     spectrum = torch.cat([torch.linspace(10, 5, 16), torch.full((48,), 1e-3)])
     grad = u[:, :64] @ torch.diag(spectrum) @ v.T  # 256 x 64: GaLore projects the right side
-    bases = {}
+    bases, subspaces = {}, {}
     for svd in ("full", "lowrank"):
         proj = galore.Projector(16, 200, 0.25, "std", svd=svd)
         proj.project(grad, 0)
-        bases[svd] = proj.ortho_matrix.T @ proj.ortho_matrix  # projector onto the kept subspace
-    torch.testing.assert_close(bases["lowrank"], bases["full"], atol=1e-4, rtol=0)
+        bases[svd] = proj.ortho_matrix
+        subspaces[svd] = proj.ortho_matrix.T @ proj.ortho_matrix  # projector onto the kept subspace
+    torch.testing.assert_close(subspaces["lowrank"], subspaces["full"], atol=1e-4, rtol=0)
+    assert not torch.equal(bases["lowrank"], bases["full"])  # another algorithm did find it
 
 
 @pytest.mark.parametrize("layerwise", [False, True])
@@ -70,8 +155,6 @@ def test_clipping_caps_the_norm_the_optimizer_sees(prepared, layerwise):
     method = prepared.methods["galore"]
     method = method.model_copy(update={"galore": method.galore.model_copy(update={"layerwise": layerwise})})
     model, optimizer, _ = galore.setup(paths.BASE, method, prepared, seed=0)
-    from ftbench.loss import answer_loss, collate
-
     rows = read_jsonl(paths.split_file("builtin", "train"))[:4]
     (answer_loss(model, collate(rows, 0)) * 100).backward()
     trainable = [t for g in optimizer.param_groups for t in g["params"]]

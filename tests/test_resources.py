@@ -72,3 +72,23 @@ def test_training_flops_match_the_known_gemma3_1b_count():
     assert resources.training_flops(cfg, True, 1, 1) / 1e9 == pytest.approx(6.0, abs=0.05)
     assert resources.training_flops(cfg, False, 1, 1) / 1e9 == pytest.approx(4.0, abs=0.05)
     assert resources.mfu(494.5e12, 989.0) == 0.5 and resources.mfu(1e12, None) is None
+    assert resources.mfu(2 * 494.5e12, 989.0, devices=2) == 0.5  # the world's FLOPs over the world's peak
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA L40", 181.0),  # not the L4 that a substring match finds first
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA A10", 125.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA GeForce RTX 4090", 165.0),
+        ("Tesla T4", None),  # no bf16 tensor cores: no invented figure
+        ("NVIDIA A10G", None),  # another GPU: not the A10's figure
+        ("Tesla V100-SXM2-16GB", None),
+    ],
+)
+def test_gpu_peaks_match_whole_names_only(name, peak):
+    assert resources.known_peak(name) == peak

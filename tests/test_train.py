@@ -1,10 +1,14 @@
 import json
+import os
+import signal
 
 import pytest
 import torch
 
-from ftbench import chat, config, galore, loss, paths, qlora, train
+from ftbench import chat, config, galore, loss, paths, qlora, tracking, train
+from ftbench.errors import UserError
 from ftbench.loading import load_model, load_tokenizer
+from ftbench.resources import Record
 
 from .conftest import write_params
 
@@ -45,11 +49,17 @@ def test_optimizer_steps_respect_epochs_accumulation_and_cap(prepared):
     assert len(train.optimizer_steps(rows, p.methods["qlora"], capped, seed=0)) == 1
 
 
-def test_galore_projects_attention_and_mlp_matrices_only(prepared):
+@pytest.mark.parametrize("train_embedding", [False, True])
+def test_galore_projects_attention_and_mlp_matrices_only(prepared, train_embedding):
     p = prepared
-    model, optimizer, facts = galore.setup(paths.BASE, p.methods["galore"], p, seed=0)
+    method = p.methods["galore"]
+    method = method.model_copy(
+        update={"galore": method.galore.model_copy(update={"train_embedding": train_embedding})}
+    )
+    model, optimizer, facts = galore.setup(paths.BASE, method, p, seed=0)
     assert facts["projected"] and all((".self_attn." in n or ".mlp." in n) for n in facts["projected"])
-    assert all("norm" in n for n in facts["not_projected"])  # embedding frozen by default
+    plain = [n for n in facts["not_projected"] if "norm" not in n]
+    assert plain == (["model.embed_tokens.weight"] if train_embedding else [])  # a matrix, not projected
     with pytest.raises(RuntimeError, match="GaLore did not project"):
         galore.check_projected(optimizer)
 
@@ -131,3 +141,41 @@ def test_token_budget_layout_gives_the_same_losses_as_batch_size_rows(prepared):
     (passes_plain, plain), (passes_budget, budgeted) = results
     assert passes_plain == 2 and passes_budget == 1
     torch.testing.assert_close(budgeted, plain, rtol=1e-5, atol=1e-6)
+
+
+def stage_run(p, stop_after: int | None = None) -> tracking.StageRun:
+    """A stage's StageRun; with `stop_after`, the process sends itself SIGTERM at that step's log."""
+    run = tracking.StageRun(Record(stage="test"), tracking.Tracker("test", p, {}))
+    if stop_after:
+        log = run.log_step
+
+        def log_then_stop(step, metrics):
+            log(step, metrics)
+            if step == stop_after:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        run.log_step = log_then_stop
+    return run
+
+
+def test_a_resumed_run_reports_the_tokens_per_s_of_the_whole_run(prepared, project, tiny_model_dir):
+    """Tokens and seconds both count the steps before the checkpoint: no rate inflated by a resume."""
+    one_row_steps = {
+        "methods.galore.batch_size": 1,
+        "methods.galore.grad_accum": 1,
+        "train.checkpoint_every": 0,
+    }
+    write_params(project, tiny_model_dir, **one_row_steps)
+    p = config.load()
+    uninterrupted = stage_run(p)
+    train.run("galore", p, uninterrupted)
+    with pytest.raises(UserError, match="stopped by signal 15 after step 12/16"):
+        train.run("galore", p, stage_run(p, stop_after=12))
+    resumed = stage_run(p)
+    train.run("galore", p, resumed)
+    assert resumed.record["tokens"] == uninterrupted.record["tokens"]
+    # the resumed process trained 4 of the 16 steps; the seconds of the other 12 are the checkpoint's
+    assert resumed.record["train_s"] > 2 * resumed.record["phases_s"]["train"]
+    # two identical runs on this shared 2-core CPU differ by up to ~11% in rate; a rate from the
+    # resumed process's own seconds alone would be ~4x
+    assert resumed.record["tokens_per_s"] == pytest.approx(uninterrupted.record["tokens_per_s"], rel=0.25)

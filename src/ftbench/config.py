@@ -102,6 +102,11 @@ class GaloreParams(Strict):
     """Train the (tied) token embedding with plain AdamW."""
     layerwise: bool = True
     """Project and free each matrix's gradient during backward instead of holding the full gradient."""
+    accumulation: Literal["full", "projected"] = "full"
+    """With layerwise: `full` projects each matrix's gradient once, on the step's last backward pass, so
+    clipping and projection refreshes see the whole step's gradient (GaLore as published); `projected`
+    projects on every pass (no full gradient even with several passes per step), but a refresh takes
+    its basis from the step's first pass and clipping uses the projected gradients' norm (a deviation)."""
     svd: Literal["full", "lowrank"] = "full"
     """Projection refresh by full SVD (GaLore's) or randomized torch.svd_lowrank (faster, approximate)."""
 

@@ -3,11 +3,19 @@
 The optimizer is built here rather than through Trainer's `optim="galore_adamw"`, which passes only
 the learning rate and silently drops betas, eps and weight decay.
 
-`galore.layerwise: true` keeps GaLore's update but never holds the whole model's gradient: a hook
-projects each matrix's gradient the moment backward completes it, adds it to a low-rank accumulator and
-frees it. The stock layerwise mode (Trainer's `galore_adamw_layerwise`) steps inside that hook and so
-refuses gradient accumulation; here the step still happens once per optimizer step, so accumulation
-works. On Gemma-3-1B this drops a 2.8 GB fp32 gradient.
+`galore.layerwise: true` keeps GaLore's update but never holds the whole model's gradient at once: a
+hook projects each matrix's gradient the moment backward completes it and frees it. The stock layerwise
+mode (Trainer's `galore_adamw_layerwise`) steps inside that hook and so refuses gradient accumulation;
+here the step still happens once per optimizer step, so accumulation works. On Gemma-3-1B this drops a
+2.8 GB fp32 gradient. `galore.accumulation` says when the hook projects:
+
+- `full` (GaLore as published): on the step's last backward pass only, when `.grad` holds the step's
+  whole gradient. Its squared norm is recorded for clipping and a refresh step takes its basis from
+  it, so clipping and the update equal galore-torch's GaLoreAdamW after `clip_grad_norm_` (projection
+  is linear: projecting then scaling equals scaling then projecting).
+- `projected`: on every pass, into a low-rank accumulator. A step of several passes then never holds a
+  full gradient, but a refresh takes its basis from the first pass and clipping uses the norm of the
+  projected gradients: a different optimizer from the published one (`deviations()` says so).
 """
 
 from __future__ import annotations
@@ -70,36 +78,70 @@ def _lowrank_basis(weights: torch.Tensor, rank: int, type: str):
 
 
 class AccumulatingGaLoreAdamW(GaLoreAdamW):
-    """GaLoreAdamW that accumulates projected gradients during backward (`galore.layerwise`).
+    """GaLoreAdamW that projects gradients during backward (`galore.layerwise`), as `accumulation` says.
 
-    A refresh step takes its new basis from the first micro-batch's gradient (the stock optimizer
-    takes it from the accumulated one); with one micro-batch per step, the two are the same. The
-    clipping norm is that of the gradients the optimizer keeps: low-rank for projected matrices.
+    The training loop sets `last_pass` before each backward pass of a step (True outside a loop, where
+    one backward is one step).
     """
 
-    def __init__(self, params, **kw) -> None:
+    def __init__(self, params, accumulation: str = "full", **kw) -> None:
         super().__init__(params, **kw)
+        self.accumulation = accumulation
+        self.last_pass = True
         for p in self._projected():
             p.register_post_accumulate_grad_hook(self._accumulate)
 
     def _projected(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups if "rank" in g for p in g["params"]]
 
+    def _plain(self) -> list[torch.Tensor]:
+        grads = [p.grad for g in self.param_groups if "rank" not in g for p in g["params"]]
+        return [g for g in grads if g is not None]
+
     @torch.no_grad()
     def _accumulate(self, p: torch.Tensor) -> None:
         state = self.state[p]
-        low = state["projector"].project(p.grad, state.get("step", 0), refresh="low_grad" not in state)
-        if "low_grad" in state:
-            state["low_grad"].add_(low)
-        else:
-            state["low_grad"] = low
+        if self.accumulation == "full":
+            if not self.last_pass:
+                return  # .grad keeps accumulating the step's passes
+            state["full_norm_sq"] = _squared_norm(p.grad)
+        step, pending = state.get("step", 0), "low_grad" in state
+        low = state["projector"].project(p.grad, step, refresh=not pending)
+        state["low_grad"] = state["low_grad"].add_(low) if pending else low
         p.grad = None
 
     def gradients(self) -> list[torch.Tensor]:
-        """What step() will use: low-rank accumulators of projected matrices, full gradients of the rest."""
+        """What step() will use: low-rank gradients of projected matrices, full gradients of the rest."""
         low = [self.state[p]["low_grad"] for p in self._projected() if "low_grad" in self.state[p]]
-        plain = [t.grad for g in self.param_groups if "rank" not in g for t in g["params"]]
-        return low + [g for g in plain if g is not None]
+        return low + self._plain()
+
+    def gradient_norm(self) -> torch.Tensor:
+        """The clipping norm: the full gradient's (`full`) or that of the gradients kept (`projected`)."""
+        if self.accumulation == "full":
+            recorded = [self.state[p].get("full_norm_sq") for p in self._projected()]
+            squares = [s for s in recorded if s is not None]
+            squares += [_squared_norm(g) for g in self._plain()]
+        else:
+            squares = [_squared_norm(g) for g in self.gradients()]
+        return torch.stack(squares).sum().sqrt() if squares else torch.tensor(0.0)
+
+    @torch.no_grad()
+    def clip(self, max_norm: float) -> torch.Tensor:
+        """torch's clip_grad_norm_ on what step() will use; returns the norm before clipping."""
+        norm = self.gradient_norm()
+        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        torch._foreach_mul_(self.gradients(), coef)
+        for p in self._projected():  # the recorded norms now describe the clipped full gradient
+            if "full_norm_sq" in self.state[p]:
+                self.state[p]["full_norm_sq"].mul_(coef.square())
+        return norm
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Also drop gradients projected but not stepped on (a step skipped for a non-finite loss)."""
+        super().zero_grad(set_to_none)
+        for p in self._projected():
+            self.state[p].pop("low_grad", None)
+            self.state[p].pop("full_norm_sq", None)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -130,14 +172,34 @@ class AccumulatingGaLoreAdamW(GaLoreAdamW):
         return super().step(closure)  # the plain AdamW group; projected tensors hold no .grad
 
 
+def _squared_norm(t: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(t, dtype=torch.float32).square()
+
+
 def clip_gradients(optimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
-    """Clip what the optimizer will use and return its norm (before clipping)."""
+    """Clip as torch's clip_grad_norm_ does what the optimizer will use; return the norm before clipping."""
     if not isinstance(optimizer, AccumulatingGaLoreAdamW):
         return torch.nn.utils.clip_grad_norm_(trainable, max_norm).item()
-    grads = optimizer.gradients()
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
-    return norm.item()
+    return optimizer.clip(max_norm).item()
+
+
+def mark_pass(optimizer, last: bool) -> None:
+    """Before a backward pass: tell a layerwise GaLore optimizer whether it is the step's last."""
+    if isinstance(optimizer, AccumulatingGaLoreAdamW):
+        optimizer.last_pass = last
+
+
+def deviations(method: config.MethodParams) -> list[str]:
+    """Sentences for the report's conventions: where the method is not GaLore as published."""
+    g = method.galore
+    if g is None or not g.layerwise or g.accumulation != "projected":
+        return []
+    return [
+        "galore.accumulation: projected: gradients are projected on every forward pass, so with several "
+        "passes per step a projection refresh takes its basis from the step's first pass and gradient "
+        "clipping uses the norm of the projected gradients, not of the full gradient as in GaLore as "
+        "published (BENCHMARKS.md measures the loss drift)"
+    ]
 
 
 def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
@@ -173,9 +235,12 @@ def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
             "proj_type": g.proj_type,
         },
     ]
-    kind = AccumulatingGaLoreAdamW if g.layerwise else GaLoreAdamW
+    kind, options = (GaLoreAdamW, {})
+    if g.layerwise:
+        kind, options = AccumulatingGaLoreAdamW, {"accumulation": g.accumulation}
     optimizer = kind(
         groups,
+        **options,
         lr=method.lr,
         betas=p.train.betas,
         eps=p.train.eps,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -25,16 +26,18 @@ GIB = 2**30
 PERIOD_S = 0.01
 FULL_EVERY = 10  # samples between the costlier readings (process tree, per-process GPU, utilisation)
 # Dense bf16 tensor-core peaks by the vendors' datasheets, TFLOP/s; `resources.peak_tflops` overrides.
+# A name matches as whole words of the device name ("L4" is not "L40"). T4 and V100 have no bf16
+# tensor cores: they are left out, so MFU is not reported there unless resources.peak_tflops sets it.
 PEAK_TFLOPS = {
     "H200": 989.0,
     "H100": 989.0,
     "A100": 312.0,
     "L40S": 362.0,
+    "L40": 181.0,
     "L4": 121.0,
     "A10": 125.0,
     "RTX 4090": 165.0,
     "RTX 3090": 71.0,
-    "T4": 65.0,
 }
 
 
@@ -171,15 +174,26 @@ def cap_gpu_memory(max_gib: float | None) -> None:
 
 
 def peak_tflops(override: float | None) -> float | None:
+    """One GPU's dense bf16 peak: `resources.peak_tflops`, else this GPU's entry in PEAK_TFLOPS."""
     if override or not torch.cuda.is_available():
         return override
     name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    peak = known_peak(name)
+    if peak is None:
+        print(
+            f"ftbench: note: no bf16 peak known for {name}; MFU is not reported (set resources.peak_tflops)"
+        )
+    return peak
 
 
-def mfu(flops_per_s: float, peak: float | None) -> float | None:
-    """Model FLOPs utilisation: achieved training FLOP/s over the GPU's dense bf16 peak."""
-    return None if not peak else round(flops_per_s / (peak * 1e12), 4)
+def known_peak(device_name: str) -> float | None:
+    """The PEAK_TFLOPS entry whose name appears in `device_name` as whole words (at most one does)."""
+    return next((v for k, v in PEAK_TFLOPS.items() if re.search(rf"\b{re.escape(k)}\b", device_name)), None)
+
+
+def mfu(flops_per_s: float, peak: float | None, devices: int = 1) -> float | None:
+    """Model FLOPs utilisation: the FLOP/s achieved by all `devices` over their summed dense bf16 peak."""
+    return None if not peak else round(flops_per_s / (devices * peak * 1e12), 4)
 
 
 def matmul_params(cfg) -> tuple[int, int]:

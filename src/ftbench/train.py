@@ -131,7 +131,9 @@ def fit(
 ) -> dict:
     """The training loop, resumable from `ckpt` (folder, fingerprint).
 
-    `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s.
+    `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s. The returned progress holds
+    the curve, tokens and training seconds of every step, those before a resume included, so a resumed
+    run's tokens/s is that of the whole run.
     """
     total = len(steps)
     scheduler = get_scheduler(
@@ -142,6 +144,7 @@ def fit(
     )
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     done, progress = checkpoint.load(*ckpt, model, optimizer, scheduler) or (0, {"curve": [], "tokens": 0})
+    start, seconds_before = time.perf_counter(), progress.setdefault("train_s", 0.0)
     model.train()
     with StopRequest() as stop:
         for step, micro in enumerate(steps, 1):
@@ -156,6 +159,7 @@ def fit(
             if step == 1 and any("rank" in g for g in optimizer.param_groups):
                 galore.check_projected(optimizer)
             progress["tokens"] += metrics.pop("tokens")
+            progress["train_s"] = seconds_before + time.perf_counter() - start
             log(step, metrics)
             if step % p.train.log_every == 0 or step == total:
                 progress["curve"].append(
@@ -181,11 +185,12 @@ def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params, 
     tokens on every rank, so summing gradients over ranks gives the one-process gradient."""
     t0, tokens, step_loss = time.perf_counter(), 0, 0.0
     (n_targets,) = distributed.sum_scalars(sum(answer_tokens(rows) for rows in micro))
-    for rows in micro:
+    for i, rows in enumerate(micro, 1):
         batch = collate(rows, pad_id)
         tokens += int(batch["attention_mask"].sum())
         with autocast():
             loss = answer_loss(model, batch, p.train.fused_cross_entropy) / n_targets
+        galore.mark_pass(optimizer, last=i == len(micro))
         loss.backward()
         step_loss += loss.item()
     distributed.sum_gradients(trainable)
@@ -230,11 +235,9 @@ def train_one(
         }
     )
     with st.record.phase("train"):
-        t0 = time.perf_counter()
         result = fit(
             model, optimizer, steps, f"train@{name}", p, tokenizer.pad_token_id, st.log_step, (where, fp)
         )
-        train_s = time.perf_counter() - t0
     with st.record.phase("validate"):
         val_loss = mean_loss(
             model,
@@ -249,7 +252,9 @@ def train_one(
             if method.recipe == "galore":
                 tokenizer.save_pretrained(out)
         checkpoint.remove(where)
-    targets = sum(answer_tokens(r) for s in steps for r in s)
+    # `steps` holds this rank's rows: the FLOPs count every rank's, like `tokens`
+    (targets,) = distributed.sum_scalars(sum(answer_tokens(r) for s in steps for r in s))
+    targets = int(targets)
     curve = result["curve"]
     return {
         "recipe": method.recipe,
@@ -257,7 +262,7 @@ def train_one(
         "optimizer_steps": len(steps),
         "tokens": result["tokens"],
         "answer_tokens": targets,
-        "train_s": round(train_s, 2),
+        "train_s": round(result["train_s"], 2),
         "flops": resources.training_flops(
             causal_lm(model).config, method.recipe == "galore", result["tokens"], targets
         ),
@@ -292,6 +297,7 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
         mfu=resources.mfu(
             sum(r["flops"] for r in results.values()) / train_s,
             resources.peak_tflops(p.resources.peak_tflops),
+            devices=distributed.world_size(),
         ),
     )
     st.artifacts += [paths.TRAIN / f"{name}.json", paths.CURVES / name]
