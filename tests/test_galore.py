@@ -117,12 +117,12 @@ def test_default_galore_is_published_galore_with_accumulation_refreshes_and_clip
 
 def test_only_the_projected_accumulation_is_reported_as_a_deviation(prepared):
     method = prepared.methods["galore"]
-    assert galore.deviations(method) == [] and galore.deviations(prepared.methods["qlora"]) == []
+    assert method.deviations() == [] and prepared.methods["qlora"].deviations() == []
     projected = method.galore.model_copy(update={"accumulation": "projected"})
-    (sentence,) = galore.deviations(method.model_copy(update={"galore": projected}))
+    (sentence,) = method.model_copy(update={"galore": projected}).deviations()
     assert "accumulation: projected" in sentence and "clipping" in sentence
     stock = projected.model_copy(update={"layerwise": False})  # the stock optimizer ignores the setting
-    assert galore.deviations(method.model_copy(update={"galore": stock})) == []
+    assert method.model_copy(update={"galore": stock}).deviations() == []
 
 
 def test_layerwise_frees_every_projected_gradient_during_backward(prepared):

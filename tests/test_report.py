@@ -233,3 +233,12 @@ def test_html_report_renders_in_headless_chromium(project):
         driver.quit()
     assert len(images) == 3 and all(images)  # two Pareto figures and the loss curves, all decoded
     assert rows > 20 and "Quality" in headings and "Provenance" in headings
+
+
+def test_conventions_name_a_method_that_is_not_galore_as_published(project, tiny_model_dir):
+    write_params(project, tiny_model_dir, **{"methods.hybrid.galore.accumulation": "projected"})
+    p = config.load()
+    fabricate_stage_outputs(p)
+    conventions = report.run(p).split("## Quality")[0]
+    assert "Deviation, hybrid: galore.accumulation: projected" in conventions
+    assert "Deviation, galore" not in conventions  # the default is GaLore as published

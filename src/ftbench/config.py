@@ -142,6 +142,18 @@ class MethodParams(Strict):
             raise ValueError("init must be `base` or `merged/<qlora method>`")
         return self
 
+    def deviations(self) -> list[str]:
+        """Sentences for the report's conventions: where this method is not its method as published."""
+        g = self.galore
+        if g is None or not g.layerwise or g.accumulation != "projected":
+            return []
+        return [
+            "galore.accumulation: projected: gradients are projected on every forward pass, so with several "
+            "passes per step a projection refresh takes its basis from the step's first pass and gradient "
+            "clipping uses the norm of the projected gradients, not of the full gradient as in GaLore as "
+            "published (BENCHMARKS.md measures the loss drift)"
+        ]
+
 
 class MergeParams(Strict):
     base: Literal["nf4", "original"] = "nf4"

@@ -15,7 +15,8 @@ here the step still happens once per optimizer step, so accumulation works. On G
   is linear: projecting then scaling equals scaling then projecting).
 - `projected`: on every pass, into a low-rank accumulator. A step of several passes then never holds a
   full gradient, but a refresh takes its basis from the first pass and clipping uses the norm of the
-  projected gradients: a different optimizer from the published one (`deviations()` says so).
+  projected gradients: a different optimizer from the published one, which the report names
+  (`config.MethodParams.deviations`).
 """
 
 from __future__ import annotations
@@ -187,19 +188,6 @@ def mark_pass(optimizer, last: bool) -> None:
     """Before a backward pass: tell a layerwise GaLore optimizer whether it is the step's last."""
     if isinstance(optimizer, AccumulatingGaLoreAdamW):
         optimizer.last_pass = last
-
-
-def deviations(method: config.MethodParams) -> list[str]:
-    """Sentences for the report's conventions: where the method is not GaLore as published."""
-    g = method.galore
-    if g is None or not g.layerwise or g.accumulation != "projected":
-        return []
-    return [
-        "galore.accumulation: projected: gradients are projected on every forward pass, so with several "
-        "passes per step a projection refresh takes its basis from the step's first pass and gradient "
-        "clipping uses the norm of the projected gradients, not of the full gradient as in GaLore as "
-        "published (BENCHMARKS.md measures the loss drift)"
-    ]
 
 
 def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):

@@ -536,8 +536,9 @@ def build(p: config.Params, r: Results) -> list[Section]:
         f"{r.evals['base']['convention']} Primary convention: sacrebleu / rouge-score. Intervals: "
         f"paired bootstrap, {p.report.resamples} resamples, seed {p.seed}."
     )
+    deviations = [f"Deviation, {name}: {d}." for name, m in p.methods.items() for d in m.deviations()]
     return [
-        ("Conventions", [conventions]),
+        ("Conventions", [conventions, *deviations]),
         quality_section(p, r.evals, r.quality, r.indices),
         differences_section(r.differences),
         expectation_section(p, r.expectations),
