@@ -10,6 +10,7 @@ by tokens, which DDP's per-backward hooks cannot allow. Rank 0 alone writes outp
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
@@ -47,6 +48,9 @@ def launch_or_init(p: config.Params, module: str, argv: list[str]) -> None:
             if torch.cuda.is_available():
                 torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            # Leave together and tear the group down: a rank exiting with gloo's threads still up (rank 1
+            # while rank 0 writes outputs) can abort with "terminate called without an active exception".
+            atexit.register(_leave)
         return
     if n > 1:
         from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -59,6 +63,12 @@ def launch_or_init(p: config.Params, module: str, argv: list[str]) -> None:
             code = next(iter(err.failures.values())).exitcode
             sys.exit(code if code > 0 else 1)
         sys.exit(0)
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def shard(rows: list[dict]) -> list[dict]:
