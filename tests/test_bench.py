@@ -50,7 +50,7 @@ def test_bench_prints_a_line_per_variant_and_keeps_the_prose_of_its_markdown(
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     results = [x for x in lines if "variant" in x]
     assert [r["variant"] for r in results][:2] == ["qlora", "galore"]
-    assert all(r["tokens_per_s"] > 0 and 0 <= r["padding_share"] < 1 for r in results[:2])
+    assert all(r["tokens_per_s"] > 0 for r in results[:2])
     # --steps timed steps after the --warmup ones, each within --tokens-per-step
     assert all(r["steps"] == 2 and 0 < r["tokens_per_step"] <= 512 for r in results[:2])
     assert results[2]["answers"] == 4 and results[2]["new_tokens_per_s"] > 0

@@ -6,7 +6,7 @@ from galore_torch.galore_projector import GaLoreProjector
 
 from ftbench import config, galore, paths, train
 from ftbench.atomic import read_jsonl
-from ftbench.loss import answer_loss, answer_tokens, collate
+from ftbench.loss import answer_loss, answer_tokens
 
 
 def use_stock_projectors(optimizer) -> None:
@@ -34,7 +34,7 @@ def galore_losses(p, rows_per_step: list[list[int]], **galore_options) -> list[f
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     steps = [[[rows[i] for i in micro] for micro in step] for step in rows_per_step]
-    return [train.train_step(model, optimizer, scheduler, trainable, s, p, 0)["loss"] for s in steps]
+    return [train.train_step(model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps]
 
 
 # step 1 is one micro-batch (the projection basis comes from it either way); then two per step
@@ -78,7 +78,7 @@ def stock_galore_run(p, method, steps) -> tuple[list[float], list[float], torch.
         n_targets = sum(answer_tokens(rows) for rows in step)
         loss = 0.0
         for rows in step:
-            pass_loss = answer_loss(model, collate(rows, 0)) / n_targets
+            pass_loss = answer_loss(model, rows) / n_targets
             pass_loss.backward()
             loss += pass_loss.item()
         norms.append(torch.nn.utils.clip_grad_norm_(params, MAX_NORM).item())
@@ -105,7 +105,7 @@ def test_default_galore_is_published_galore_with_accumulation_refreshes_and_clip
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    logged = [train.train_step(model, optimizer, scheduler, trainable, s, p, 0) for s in steps]
+    logged = [train.train_step(model, optimizer, scheduler, trainable, s, p) for s in steps]
 
     assert min(stock_norms) > MAX_NORM  # every step clips
     torch.testing.assert_close([m["grad_norm"] for m in logged], stock_norms, rtol=1e-4, atol=0)
@@ -128,7 +128,7 @@ def test_only_the_projected_accumulation_is_reported_as_a_deviation(prepared):
 def test_layerwise_frees_every_projected_gradient_during_backward(prepared):
     model, optimizer, _ = galore.setup(paths.BASE, prepared.methods["galore"], prepared, seed=0)
     rows = read_jsonl(paths.split_file("builtin", "train"))[:2]
-    answer_loss(model, collate(rows, 0)).backward()
+    answer_loss(model, rows).backward()
     projected = [t for g in optimizer.param_groups if "rank" in g for t in g["params"]]
     assert projected and all(t.grad is None for t in projected)
     assert all(optimizer.state[t]["low_grad"].shape != t.shape for t in projected)
@@ -156,7 +156,7 @@ def test_clipping_caps_the_norm_the_optimizer_sees(prepared, layerwise):
     method = method.model_copy(update={"galore": method.galore.model_copy(update={"layerwise": layerwise})})
     model, optimizer, _ = galore.setup(paths.BASE, method, prepared, seed=0)
     rows = read_jsonl(paths.split_file("builtin", "train"))[:4]
-    (answer_loss(model, collate(rows, 0)) * 100).backward()
+    (answer_loss(model, rows) * 100).backward()
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     before = galore.clip_gradients(optimizer, trainable, 1.0)
     after = galore.clip_gradients(optimizer, trainable, 1.0)

@@ -6,7 +6,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from ftbench import config, data, loss, merge, paths, qlora
-from ftbench.loading import load_model, load_nf4, load_tokenizer
+from ftbench.loading import load_model, load_nf4
 
 from .conftest import write_params
 
@@ -27,12 +27,9 @@ def adapter(project, tiny_model_dir):
 
 
 def batch_loss(model) -> float:
-    tok = load_tokenizer(paths.BASE)
     rows = [json.loads(line) for line in paths.split_file("builtin", "test").read_text().splitlines()]
     with torch.no_grad():
-        return (
-            loss.answer_loss(model, loss.collate(rows, tok.pad_token_id)) / loss.answer_tokens(rows)
-        ).item()
+        return (loss.answer_loss(model, rows) / loss.answer_tokens(rows)).item()
 
 
 def test_merged_model_matches_the_4bit_model_with_its_adapter(adapter):

@@ -27,15 +27,19 @@ def test_micro_batches_are_deterministic_length_grouped_and_cover_every_row():
     assert padding <= 4  # neighbours in length share a batch
 
 
-def test_answer_loss_equals_the_model_loss_on_answer_tokens(prepared):
-    tok = load_tokenizer(paths.BASE)
+def test_packed_answer_loss_equals_the_model_loss_on_each_row_alone(prepared):
+    """One packed pass against HF's own loss per unpadded row (sdpa, logits at every position): packing
+    must neither leak attention nor loss across rows, nor shift positions."""
     model = load_model(paths.BASE)
-    rows = [json.loads(line) for line in paths.split_file("builtin", "train").read_text().splitlines()][:4]
-    batch = loss.collate(rows, tok.pad_token_id)
-    ours = loss.answer_loss(model, batch) / loss.answer_tokens(rows)
-    reference = model(**batch).loss  # HF: logits for every position, mean over labelled ones
+    rows = [json.loads(line) for line in paths.split_file("builtin", "train").read_text().splitlines()][:6]
+    reference = 0.0
+    for r in rows:
+        ids = torch.tensor([r["input_ids"]])
+        labels = ids.clone()
+        labels[:, : r["prompt_len"]] = chat.IGNORE
+        reference += model(input_ids=ids, labels=labels).loss * (len(r["input_ids"]) - r["prompt_len"])
+    ours = loss.answer_loss(model, rows)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
-    assert (batch["labels"] != chat.IGNORE).sum() == sum(len(r["input_ids"]) - r["prompt_len"] for r in rows)
 
 
 def test_optimizer_steps_respect_epochs_accumulation_and_cap(prepared):
@@ -112,7 +116,8 @@ def test_token_budget_passes_keep_every_row_within_the_budget():
     step = [rows[:3], rows[3:]]
     passes = train.by_tokens(step, budget=64)
     assert sorted(r["id"] for p in passes for r in p) == list(range(6))
-    assert all(len(p) * max(len(r["input_ids"]) for r in p) <= 64 for p in passes)
+    assert all(sum(len(r["input_ids"]) for r in p) <= 64 for p in passes)  # packed: no padding
+    assert len(passes) == 3  # 60 | 30 + 20 + 12 | 7 + 5: each pass as full as the order allows
     assert train.by_tokens(step, budget=10)[0] == [rows[3]]  # longer than the budget: alone
 
 
@@ -135,12 +140,59 @@ def test_token_budget_layout_gives_the_same_losses_as_batch_size_rows(prepared):
         results.append(
             (
                 len(steps[0]),
-                [train.train_step(model, optimizer, scheduler, trainable, s, p, 0)["loss"] for s in steps],
+                [train.train_step(model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps],
             )
         )
     (passes_plain, plain), (passes_budget, budgeted) = results
     assert passes_plain == 2 and passes_budget == 1
     torch.testing.assert_close(budgeted, plain, rtol=1e-5, atol=1e-6)
+
+
+def padded_reference_step(model, optimizer, step: list[list[dict]], pad_id: int) -> float:
+    """One optimizer step as a stock recipe takes it: right-padded rows, HF's own loss on answer tokens."""
+    n_targets = sum(loss.answer_tokens(rows) for rows in step)
+    total = 0.0
+    for rows in step:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id)
+        labels = torch.full((len(rows), width), chat.IGNORE)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = labels[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, : r["prompt_len"]] = chat.IGNORE
+            mask[i, :n] = 1
+        part = model(input_ids=ids, attention_mask=mask, labels=labels).loss * loss.answer_tokens(rows)
+        (part / n_targets).backward()
+        total += part.item() / n_targets
+    torch.nn.utils.clip_grad_norm_([t for t in model.parameters() if t.requires_grad], 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    return total
+
+
+def test_packed_training_follows_the_padded_loss_curve(prepared):
+    """Packing is a layout, not a change of method: QLoRA's curve packed equals the padded one."""
+    from ftbench.atomic import read_jsonl
+
+    method = prepared.methods["qlora"]
+    method = method.model_copy(update={"lr": 1e-2, "lora": method.lora.model_copy(update={"dropout": 0.0})})
+    p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_steps": 3})})
+    steps = train.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, seed=0)
+    curves = []
+    for packed in (True, False):
+        model, optimizer, _ = qlora.setup(paths.BASE, method, p, seed=0)
+        if packed:
+            trainable = [t for g in optimizer.param_groups for t in g["params"]]
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+            curves.append(
+                [train.train_step(model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps]
+            )
+        else:
+            pad = load_tokenizer(paths.BASE).pad_token_id
+            curves.append([padded_reference_step(model, optimizer, s, pad) for s in steps])
+    assert curves[0][-1] != curves[0][0]  # it learned
+    torch.testing.assert_close(curves[0], curves[1], rtol=1e-4, atol=1e-5)
 
 
 def stage_run(p, stop_after: int | None = None) -> tracking.StageRun:

@@ -31,7 +31,7 @@ from ftbench import config, data, evaluate, galore, qlora, resources, train
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, load_model, load_tokenizer
-from ftbench.loss import answer_loss, answer_tokens, autocast, causal_lm, collate
+from ftbench.loss import answer_loss, answer_tokens, autocast, causal_lm
 
 GIB = 2**30
 SHAPES = {
@@ -183,11 +183,11 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         model.train()
         for s in steps[: args.warmup]:
-            train.train_step(model, optimizer, scheduler, trainable, s, p, 0)
+            train.train_step(model, optimizer, scheduler, trainable, s, p)
         refresh_s = galore.svd_seconds(optimizer) if method.recipe == "galore" else 0.0
         timed = steps[args.warmup :]
         t0 = resources.synced_clock()
-        losses = [train.train_step(model, optimizer, scheduler, trainable, s, p, 0)["loss"] for s in timed]
+        losses = [train.train_step(model, optimizer, scheduler, trainable, s, p)["loss"] for s in timed]
         seconds = resources.synced_clock() - t0
     flat = [r for s in timed for m in s for r in m]
     tokens, targets = sum(len(r["input_ids"]) for r in flat), answer_tokens(flat)
@@ -200,7 +200,6 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         "steps": len(timed),
         "tokens_per_step": round(tokens / len(timed)),
         "forward_passes_per_step": round(sum(len(s) for s in timed) / len(timed), 2),
-        "padding_share": train.padding_share(timed),
         "tokens_per_s": round(tokens / amortised),
         "mfu": resources.mfu(flops / amortised, resources.peak_tflops(p.resources.peak_tflops)),
         "refresh_s": round(refresh_s, 2) if gap else None,
@@ -219,9 +218,8 @@ def _fused_loss_difference(model, rows: list[dict]) -> float | None:
     """Relative difference of the fused and the plain loss on one forward pass (GPU only)."""
     if not torch.cuda.is_available():
         return None
-    batch = collate(rows, 0)
     with autocast():
-        fused, plain = answer_loss(model, batch, fused=True), answer_loss(model, batch, fused=False)
+        fused, plain = answer_loss(model, rows, fused=True), answer_loss(model, rows, fused=False)
     return round(abs(fused.item() - plain.item()) / abs(plain.item()), 6)
 
 
@@ -335,9 +333,9 @@ def markdown(results: list[dict], peer: list[dict], plan: dict, env: dict, setup
         setup["command"] or "python -m ftbench.bench ...",
         "```",
         "",
-        "| variant | tokens/s | MFU | NVML peak GiB | torch peak GiB | passes/step | padding | "
+        "| variant | tokens/s | MFU | NVML peak GiB | torch peak GiB | passes/step | "
         "stock tokens/s | stock NVML GiB | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "recipe" not in r:
@@ -346,7 +344,7 @@ def markdown(results: list[dict], peer: list[dict], plan: dict, env: dict, setup
         ratio = f"{r['tokens_per_s'] / s['tokens_per_s']:.1f}x" if s else ""
         lines.append(
             f"| {r['variant']} | {r['tokens_per_s']:,} | {r['mfu']} | {r['nvml_peak_gib']} | "
-            f"{r['torch_peak_gib']} | {r['forward_passes_per_step']} | {r['padding_share']:.1%} | "
+            f"{r['torch_peak_gib']} | {r['forward_passes_per_step']} | "
             f"{s.get('tokens_per_s', '')} | {s.get('nvml_peak_gib', '')} | {ratio} |"
         )
     for r in results:

@@ -120,7 +120,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
     with record.phase("generate"):
         predictions = generate(model, tokenizer, generation_prompts(rows), p)
     with record.phase("test_loss"):
-        loss = mean_loss(model, rows, p.evaluate.batch_size, tokenizer.pad_token_id)
+        loss = mean_loss(model, rows, p.evaluate.batch_size)
     if not distributed.is_main():
         return {}
     with record.phase("score"):

@@ -9,45 +9,27 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from ftbench import chat, distributed
+from ftbench import distributed, packing
 from ftbench.loading import device
+from ftbench.packing import causal_lm, pack
 
 FUSED_CHUNK_TOKENS = 1024
 
 
-def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors; labels cover the answer tokens only."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), chat.IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n, k = len(r["input_ids"]), r["prompt_len"]
-        ids[i, :n] = torch.tensor(r["input_ids"])
-        labels[i, k:n] = ids[i, k:n]
-        mask[i, :n] = 1
-    dev = device()
-    return {"input_ids": ids.to(dev), "labels": labels.to(dev), "attention_mask": mask.to(dev)}
+def answer_loss(model, rows: list[dict], fused: bool = False) -> torch.Tensor:
+    """Summed next-token cross-entropy over the answer tokens of `rows`, in one packed forward pass.
 
-
-def causal_lm(model):
-    """The plain *ForCausalLM under a peft wrapper, if any."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def answer_loss(model, batch: dict[str, torch.Tensor], fused: bool = False) -> torch.Tensor:
-    """Summed next-token cross-entropy over answer tokens.
-
-    The 262k-token output layer is applied to answer positions only: prompt and padding positions never
-    become logits, which is most of the largest tensor in training. `fused` (GPU and liger-kernel only)
-    goes further: liger computes the output layer and the loss chunk by chunk, so even the answer
-    positions' logits (4 GB in fp32 for 4,096 tokens) never exist at once.
+    The 262k-token output layer is applied to answer positions only: prompt positions never become
+    logits, which is most of the largest tensor in training. `fused` (GPU and liger-kernel only) goes
+    further: liger computes the output layer and the loss chunk by chunk, so even the answer positions'
+    logits (4 GB in fp32 for 4,096 tokens) never exist at once. The model is switched to packed
+    attention for good (see packing.use); `mean_loss` switches it back.
     """
+    packing.use(model)  # packed rows through sdpa would attend across rows
     lm = causal_lm(model)
-    hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    keep = targets != chat.IGNORE
-    hidden, targets = hidden[:, :-1][keep], targets[keep]
+    batch = pack(rows, device())
+    out = lm.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **batch["attention"])
+    hidden, targets = out.last_hidden_state[0, batch["scored"]], batch["targets"]
     cap = getattr(lm.config, "final_logit_softcapping", None)
     if fused and fused_loss_available():
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
@@ -85,15 +67,16 @@ def answer_tokens(rows: list[dict]) -> int:
 
 
 @torch.no_grad()
-def mean_loss(model, rows: list[dict], batch_size: int, pad_id: int, fused: bool = False) -> float | None:
-    """Teacher-forced loss per answer token on `rows` (validation)."""
+def mean_loss(model, rows: list[dict], batch_size: int, fused: bool = False) -> float | None:
+    """Teacher-forced loss per answer token on `rows` (validation and test), `batch_size` rows a pass."""
     if not rows:
         return None
     model.eval()
     total, mine = 0.0, distributed.shard(rows)
-    for i in range(0, len(mine), batch_size):
-        with autocast():
-            total += answer_loss(model, collate(mine[i : i + batch_size], pad_id), fused).item()
+    with packing.attention(model):
+        for i in range(0, len(mine), batch_size):
+            with autocast():
+                total += answer_loss(model, mine[i : i + batch_size], fused).item()
     model.train()
     (total,) = distributed.sum_scalars(total)
     return total / answer_tokens(rows)

@@ -18,13 +18,12 @@ from transformers import get_scheduler
 from ftbench import checkpoint, config, distributed, galore, paths, qlora, resources, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, one_argument, stage_main
-from ftbench.loading import configure_attention, load_tokenizer
+from ftbench.loading import compute_dtype, configure_attention, device, load_tokenizer
 from ftbench.loss import (
     answer_loss,
     answer_tokens,
     autocast,
     causal_lm,
-    collate,
     fused_loss_available,
     mean_loss,
 )
@@ -80,29 +79,23 @@ def optimizer_steps(
 
 
 def by_tokens(step: list[list[dict]], budget: int) -> list[list[dict]]:
-    """The step's rows re-cut into forward passes of at most `budget` padded tokens, longest first.
+    """The step's rows re-cut into packed forward passes of at most `budget` tokens, longest first.
 
     The loss is normalised by the step's answer tokens, so the gradient does not depend on the cut; a
-    few large passes keep the GPU busy where batch_size short rows would leave it idle. A row longer
+    few full passes keep the GPU busy where batch_size short rows would leave it idle. A row longer
     than the budget gets a pass of its own.
     """
     rows = sorted((r for micro in step for r in micro), key=lambda r: len(r["input_ids"]), reverse=True)
-    if not rows:
-        return []
-    passes: list[list[dict]] = [[]]
+    passes: list[list[dict]] = []
+    used = budget  # no pass open yet
     for r in rows:
-        current = passes[-1]
-        if current and (len(current) + 1) * len(current[0]["input_ids"]) > budget:
-            passes.append(current := [])
-        current.append(r)
+        n = len(r["input_ids"])
+        if used + n > budget:
+            passes.append([])
+            used = 0
+        passes[-1].append(r)
+        used += n
     return passes
-
-
-def padding_share(steps: list[list[list[dict]]]) -> float:
-    """Share of the tokens fed to the model that are padding."""
-    real = sum(len(r["input_ids"]) for s in steps for m in s for r in m)
-    fed = sum(len(m) * max(len(r["input_ids"]) for r in m) for s in steps for m in s)
-    return round(1 - real / fed, 4)
 
 
 # ---------------------------------------------------------------- fitting
@@ -126,9 +119,7 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def fit(
-    model, optimizer, steps, label: str, p: config.Params, pad_id: int, log, ckpt: tuple[Path, str]
-) -> dict:
+def fit(model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[Path, str]) -> dict:
     """The training loop, resumable from `ckpt` (folder, fingerprint).
 
     `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s. The returned progress holds
@@ -150,7 +141,7 @@ def fit(
         for step, micro in enumerate(steps, 1):
             if step <= done:
                 continue  # the batches are a pure function of the seed: skipping them is the data position
-            metrics = train_step(model, optimizer, scheduler, trainable, micro, p, pad_id)
+            metrics = train_step(model, optimizer, scheduler, trainable, micro, p)
             if not math.isfinite(metrics["loss"]):
                 raise UserError(
                     f"{label}: loss is {metrics['loss']} at step {step}; likely a learning rate too high "
@@ -180,21 +171,22 @@ def fit(
     return progress
 
 
-def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params, pad_id: int) -> dict:
-    """One optimizer step over `micro` (this rank's forward passes); loss = mean over the step's answer
-    tokens on every rank, so summing gradients over ranks gives the one-process gradient."""
-    t0, tokens, step_loss = time.perf_counter(), 0, 0.0
+def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params) -> dict:
+    """One optimizer step over `micro` (this rank's packed forward passes); loss = mean over the step's
+    answer tokens on every rank, so summing gradients over ranks gives the one-process gradient.
+    Nothing in the passes waits for the GPU: the loss is read once, after the last backward."""
+    t0 = time.perf_counter()
+    tokens = sum(len(r["input_ids"]) for rows in micro for r in rows)
     (n_targets,) = distributed.sum_scalars(sum(answer_tokens(rows) for rows in micro))
+    step_loss = torch.zeros((), device=device())
     for i, rows in enumerate(micro, 1):
-        batch = collate(rows, pad_id)
-        tokens += int(batch["attention_mask"].sum())
         with autocast():
-            loss = answer_loss(model, batch, p.train.fused_cross_entropy) / n_targets
+            loss = answer_loss(model, rows, p.train.fused_cross_entropy) / n_targets
         galore.mark_pass(optimizer, last=i == len(micro))
         loss.backward()
-        step_loss += loss.item()
+        step_loss += loss.detach()
     distributed.sum_gradients(trainable)
-    step_loss, tokens = distributed.sum_scalars(step_loss, tokens)
+    step_loss, tokens = distributed.sum_scalars(step_loss.item(), tokens)
     # clipping at inf still returns the norm, which is logged
     grad_norm = galore.clip_gradients(optimizer, trainable, p.train.max_grad_norm or math.inf)
     if math.isfinite(step_loss):
@@ -235,22 +227,22 @@ def train_one(
         }
     )
     with st.record.phase("train"):
-        result = fit(
-            model, optimizer, steps, f"train@{name}", p, tokenizer.pad_token_id, st.log_step, (where, fp)
-        )
+        result = fit(model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
     with st.record.phase("validate"):
         val_loss = mean_loss(
             model,
             read_jsonl(paths.split_file(run.dataset, "validation")),
             method.batch_size,
-            tokenizer.pad_token_id,
             p.train.fused_cross_entropy,
         )
     if distributed.is_main():
         with st.record.phase("save"):
-            model.save_pretrained(out, safe_serialization=True)
             if method.recipe == "galore":
+                # only evaluate reads it, in the compute dtype: bf16 on a GPU halves the write and DVC's
+                # hashing and caching of it (the fp32 master weights matter during training only)
+                model.to(compute_dtype())
                 tokenizer.save_pretrained(out)
+            model.save_pretrained(out, safe_serialization=True)
         checkpoint.remove(where)
     # `steps` holds this rank's rows: the FLOPs count every rank's, like `tokens`
     (targets,) = distributed.sum_scalars(sum(answer_tokens(r) for s in steps for r in s))
@@ -266,7 +258,6 @@ def train_one(
         "flops": resources.training_flops(
             causal_lm(model).config, method.recipe == "galore", result["tokens"], targets
         ),
-        "padding_share": padding_share(steps),
         "fused_cross_entropy": p.train.fused_cross_entropy and fused_loss_available(),
         **({"svd_s": round(galore.svd_seconds(optimizer), 2)} if method.recipe == "galore" else {}),
         "first_loss": curve[0]["loss"],
