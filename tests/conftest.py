@@ -108,3 +108,22 @@ def prepared(project, tiny_model_dir):
     shutil.copytree(tiny_model_dir, paths.BASE)
     data.run(config.load())
     return config.load()
+
+
+@pytest.fixture
+def adapter(prepared):
+    """A LoRA adapter on the NF4 base, saved as qlora's seed-0 run on the builtin data, with visible,
+    random B matrices (fresh LoRA has B = 0)."""
+    from peft import LoraConfig, get_peft_model
+
+    from ftbench import config, paths
+    from ftbench.loading import load_nf4
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_nf4(paths.BASE), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    for name, t in model.named_parameters():
+        if "lora_B" in name:
+            t.data.normal_(0, 0.02)
+    folder = paths.run_dir("qlora", config.Run("builtin", 0))
+    model.save_pretrained(folder)
+    return folder

@@ -113,3 +113,53 @@ def test_generation_prompts_are_the_training_prompts(project, tiny_model_dir):
     prompts = evaluate.generation_prompts(rows)
     assert prompts == [chat.prompt_ids(tokenizer, r["messages"]) for r in rows]
     assert all(r["input_ids"][: len(p)] == p for r, p in zip(rows, prompts, strict=True))  # the test loss's
+
+
+def evaluate_qlora(project, tiny_model_dir, st, form: str) -> tuple[dict, dict]:
+    """evaluate@qlora in the given evaluate.qlora_form: its builtin/seed0 run and metrics/eval/qlora.json."""
+    from .conftest import write_params
+
+    write_params(project, tiny_model_dir, **{"evaluate.qlora_form": form})
+    summary = evaluate.run("qlora", config.load(), st)
+    return summary["runs"]["builtin/seed0"], json.loads((paths.EVAL / "qlora.json").read_text())
+
+
+def test_merged_and_adapter_forms_score_the_same_test_loss_and_say_which_was_scored(
+    adapter, project, tiny_model_dir, st
+):
+    merged, saved = evaluate_qlora(project, tiny_model_dir, st, "merged")
+    assert saved["scored_form"] == "merged-float32"  # the CPU's compute dtype
+    check = saved["runs"]["builtin/seed0"]["continuity"]
+    assert check["rows"] == 8 and check["tolerance"] == evaluate.CONTINUITY_RTOL  # the whole tiny test split
+    assert check["merged_loss"] == pytest.approx(check["nf4_adapter_loss"], rel=1e-4)
+    with_adapter, saved = evaluate_qlora(project, tiny_model_dir, st, "adapter")
+    assert saved["scored_form"] == "nf4+adapter" and "continuity" not in saved["runs"]["builtin/seed0"]
+    # the merge is onto the exact NF4 weights, so in fp32 the two forms are one model: a merge onto the
+    # unquantized weights would be 2e-4 off on this model
+    assert merged["loss"] == pytest.approx(with_adapter["loss"], rel=1e-4)
+    assert check["nf4_adapter_loss"] == pytest.approx(with_adapter["loss"], rel=1e-6)  # same rows, same model
+
+
+def test_a_merge_that_is_not_the_trained_model_stops_with_one_line(
+    adapter, project, tiny_model_dir, st, monkeypatch
+):
+    from ftbench import merge
+    from ftbench.errors import UserError
+
+    with_adapter, _ = evaluate_qlora(project, tiny_model_dir, st, "adapter")
+    delta = merge.lora_delta
+    monkeypatch.setattr(merge, "lora_delta", lambda layer, name="default": 2 * delta(layer, name))
+    # a random model's loss sits near ln(vocabulary) whatever its weights (a doubled adapter moves it by
+    # 7e-4), so the tolerance is brought down to what fp32 holds (1e-5 measured) for the check to see it
+    monkeypatch.setattr(evaluate, "CONTINUITY_RTOL", 1e-4)
+    (paths.EVAL / "qlora.json").unlink()
+    with pytest.raises(UserError) as err:
+        evaluate_qlora(project, tiny_model_dir, st, "merged")
+    message = str(err.value)
+    assert "\n" not in message and "set `evaluate.qlora_form: adapter`" in message
+    assert f"NF4 + adapter's {with_adapter['loss']:.4f}" in message  # the 8 rows are the whole test split
+    assert not (paths.EVAL / "qlora.json").exists()
+    # with no check, the corrupted merge is what gets scored: the merged copy, not NF4 + adapter, is scored
+    monkeypatch.setattr(evaluate, "CONTINUITY_RTOL", float("inf"))
+    corrupted, _ = evaluate_qlora(project, tiny_model_dir, st, "merged")
+    assert abs(corrupted["loss"] - with_adapter["loss"]) > 1e-4 * with_adapter["loss"]

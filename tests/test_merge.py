@@ -1,29 +1,12 @@
 import json
-import shutil
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
-from ftbench import config, data, loss, merge, paths, qlora
-from ftbench.loading import load_model, load_nf4
+from ftbench import config, loss, merge, paths, qlora
+from ftbench.loading import load_model
 
 from .conftest import write_params
-
-
-@pytest.fixture
-def adapter(project, tiny_model_dir):
-    """A LoRA adapter on the NF4 base with visible, random B matrices (fresh LoRA has B = 0)."""
-    shutil.copytree(tiny_model_dir, paths.BASE)
-    data.run(config.load())
-    torch.manual_seed(0)
-    model = get_peft_model(load_nf4(paths.BASE), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
-    for name, t in model.named_parameters():
-        if "lora_B" in name:
-            t.data.normal_(0, 0.02)
-    folder = paths.run_dir("qlora", config.Run("builtin", 0))
-    model.save_pretrained(folder)
-    return folder
 
 
 def batch_loss(model) -> float:
@@ -64,3 +47,14 @@ def test_merge_stage_writes_full_models_and_records_the_base(adapter, project, t
     expected, _ = merge.merged_model(paths.BASE, adapter, "original")
     name = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(load_model(out, dtype=torch.float32).state_dict()[name], expected.state_dict()[name])
+
+
+def test_merging_after_the_nf4_model_ran_is_refused_where_bitsandbytes_repacks_its_weights(adapter):
+    from bitsandbytes.functional import has_avx512bf16
+
+    if torch.cuda.is_available() or not has_avx512bf16():
+        pytest.skip("bitsandbytes repacks 4-bit weights only on a CPU with AVX512-BF16")
+    trained = qlora.load_trained(paths.BASE, adapter).eval()
+    batch_loss(trained)  # the first forward pass in eval mode repacks the weights for bitsandbytes' kernel
+    with pytest.raises(RuntimeError, match="before the NF4 model runs"):
+        merge.merged_model(paths.BASE, adapter, "nf4", trained=trained)

@@ -242,3 +242,27 @@ def test_conventions_name_a_method_that_is_not_galore_as_published(project, tiny
     conventions = report.run(p).split("## Quality")[0]
     assert "Deviation, hybrid: galore.accumulation: projected" in conventions
     assert "Deviation, galore" not in conventions  # the default is GaLore as published
+
+
+def test_conventions_say_which_form_each_qlora_model_was_scored_in(project):
+    p = config.load()
+    fabricate_stage_outputs(p)
+    forms = {
+        "qlora": {
+            "scored_form": "merged-bfloat16",
+            "continuity": {"rows": 32, "relative_difference": 0.0012, "tolerance": 0.01},
+        },
+        "qlora-3ep": {"scored_form": "nf4+adapter"},
+    }
+    for name, facts in forms.items():
+        saved = json.loads((paths.EVAL / f"{name}.json").read_text())
+        saved["scored_form"] = facts["scored_form"]
+        if "continuity" in facts:
+            for run in saved["runs"].values():
+                run["continuity"] = facts["continuity"]
+        write_json(paths.EVAL / f"{name}.json", saved)
+    conventions = report.run(p).split("## Quality")[0]
+    assert "Scored form, qlora: merged-bfloat16 (the adapter merged into the dequantized NF4" in conventions
+    assert "first 32 test rows is within 0.120% of NF4 + adapter's, tolerance 1%" in conventions
+    assert "Scored form, qlora-3ep: nf4+adapter (the adapter on the NF4 base, as trained)." in conventions
+    assert "Scored form, galore" not in conventions and "Scored form, hybrid" not in conventions

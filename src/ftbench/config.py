@@ -204,6 +204,10 @@ class EvaluateParams(Strict):
     """Porter stemming in rouge-score."""
     llamafactory: bool
     """Also score with LLaMA-Factory's convention (character BLEU-4, jieba ROUGE) for comparison."""
+    qlora_form: Literal["merged", "adapter"]
+    """How QLoRA models are scored: `merged` merges the adapter into the dequantized NF4 weights (fp32)
+    and generates from that copy in the compute dtype, after checking its test loss against NF4 +
+    adapter's; `adapter` generates from the NF4 base + adapter, as trained."""
 
 
 class ResourceParams(Strict):

@@ -12,9 +12,9 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
-from ftbench import chat, config, distributed, paths, qlora, resources, stats, tracking
+from ftbench import chat, config, distributed, merge, paths, qlora, resources, stats, tracking
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
-from ftbench.errors import one_argument, stage_main
+from ftbench.errors import UserError, one_argument, stage_main
 from ftbench.loading import compute_dtype, configure_attention, device, load_model, load_tokenizer
 from ftbench.loss import mean_loss
 
@@ -25,6 +25,19 @@ CONVENTION = (
     "stemming {stemming}; greedy decoding, at most {max_new_tokens} new tokens, answers cut at end of turn; "
     "all x100."
 )
+# The continuity check (evaluate.qlora_form: merged) compares the merged copy's teacher-forced loss with
+# NF4 + adapter's on the first CONTINUITY_ROWS test rows: 32 rows are hundreds to thousands of answer
+# tokens, over which per-token rounding differences average out, for 32 rows' forward passes per form,
+# little next to generating the answers (max_new_tokens passes per batch).
+CONTINUITY_ROWS = 32
+# Relative tolerance between the two losses. In fp32 (CPU) they agree to 1e-5 (measured on the tests' tiny
+# model: the same weights up to the fp32 rounding of W + BA). On a GPU both run in bf16: the merged weights
+# are rounded to bf16 once, where NF4 + adapter rounds the dequantized weight and adds the adapter's bf16
+# output; that is a relative error of about bf16's half step (0.2%) per weight, random, which moves the
+# loss by a few tenths of a percent at most, as bf16 against fp32 inference does. 1% leaves room for that,
+# while a lost, doubled or misplaced adapter moves a trained model's loss by far more. (Not measured on
+# the H200 yet: metrics/eval records each run's difference.)
+CONTINUITY_RTOL = 0.01
 
 
 def load_for_eval(name: str, run: config.Run, p: config.Params):
@@ -35,6 +48,44 @@ def load_for_eval(name: str, run: config.Run, p: config.Params):
     if p.methods[name].recipe == "qlora":
         return qlora.load_trained(paths.BASE, folder)
     return load_model(folder, compute_dtype())
+
+
+def qlora_form(name: str, p: config.Params) -> str | None:
+    """evaluate.qlora_form for a QLoRA-recipe model; None for the base and GaLore-trained models."""
+    if name == "base" or p.methods[name].recipe != "qlora":
+        return None
+    return p.evaluate.qlora_form
+
+
+def scored_form(form: str) -> str:
+    """The form recorded in metrics/eval: `nf4+adapter`, or `merged-<dtype it generated in>`."""
+    return "nf4+adapter" if form == "adapter" else f"merged-{str(compute_dtype()).removeprefix('torch.')}"
+
+
+def merged_for_eval(trained, adapter, rows: list[dict], p: config.Params, label: str):
+    """The adapter merged into the exact dequantized NF4 weights it was trained on (merge.py, in fp32),
+    cast to the compute dtype, and the continuity check that it scores as NF4 + adapter does."""
+    # merged before the NF4 model runs: on some CPUs bitsandbytes repacks its weights then (merge.nf4_weight)
+    merged, _ = merge.merged_model(paths.BASE, adapter, "nf4", trained=trained)
+    merged = merged.to(compute_dtype())
+    check = rows[:CONTINUITY_ROWS]
+    adapter_loss = mean_loss(trained, check, p.evaluate.batch_size)
+    merged_loss = mean_loss(merged, check, p.evaluate.batch_size)
+    difference = abs(merged_loss - adapter_loss) / adapter_loss
+    if difference > CONTINUITY_RTOL:
+        raise UserError(
+            f"evaluate {label}: the merged copy's test loss {merged_loss:.4f} is not NF4 + adapter's "
+            f"{adapter_loss:.4f} (off by {difference:.2%}, tolerance {CONTINUITY_RTOL:.0%}, first "
+            f"{len(check)} test rows); set `evaluate.qlora_form: adapter` to score NF4 + adapter"
+        )
+    continuity = {
+        "rows": len(check),
+        "nf4_adapter_loss": adapter_loss,
+        "merged_loss": merged_loss,
+        "relative_difference": difference,
+        "tolerance": CONTINUITY_RTOL,
+    }
+    return merged, continuity
 
 
 @torch.no_grad()
@@ -117,6 +168,12 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
     rows = read_jsonl(paths.split_file(run.dataset, "test"))
     with record.phase("load"):
         model = load_for_eval(name, run, p)
+    facts = {}
+    if qlora_form(name, p) == "merged":
+        with record.phase("merge"):
+            model, facts["continuity"] = merged_for_eval(
+                model, paths.run_dir(name, run), rows, p, f"{name}/{run.key}"
+            )
     with record.phase("generate"):
         predictions = generate(model, tokenizer, generation_prompts(rows), p)
     with record.phase("test_loss"):
@@ -137,7 +194,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
                 row["llamafactory"] = llamafactory_scores(pred, r["answer"])
             scored.append(row)
     write_jsonl(paths.predictions_file(name, run), scored)
-    return {**aggregate(scored), "loss": loss, "perplexity": math.exp(loss), "n": len(rows)}
+    return {**aggregate(scored), "loss": loss, "perplexity": math.exp(loss), "n": len(rows), **facts}
 
 
 def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
@@ -153,6 +210,8 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
         stemming="on" if p.evaluate.rouge_stemmer else "off",
         max_new_tokens=p.evaluate.max_new_tokens,
     )
+    if form := qlora_form(name, p):
+        summary["scored_form"] = scored_form(form)
     summary["runs"] = runs
     write_json(paths.EVAL / f"{name}.json", summary)
     print(f"evaluate {name}: BLEU-4 {summary['bleu4']:.2f}  ROUGE-L {summary['rougeL']:.2f}")

@@ -29,14 +29,24 @@ def lora_delta(layer: LoraLayer, adapter: str = "default") -> torch.Tensor:
 
 
 def nf4_weight(layer: LoraLayer) -> torch.Tensor:
-    """The exact dequantized NF4 weight under the adapter, in fp32."""
+    """The exact dequantized NF4 weight under the adapter, in fp32.
+
+    On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for its own kernel on the layer's first
+    forward pass in eval mode, and dequantize_4bit then misreads it (measured: the merged model's loss off
+    by 4e-4 instead of 1e-5): the adapter is merged before the NF4 model runs."""
     weight = layer.get_base_layer().weight
+    if getattr(weight.quant_state, "packing_format_for_cpu", False):
+        raise RuntimeError("merge the adapter before the NF4 model runs: bitsandbytes repacked its weights")
     return bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
 
 
-def merged_model(base: Path, adapter: Path, merge_base: str):
-    """A full-precision (fp32) model whose adapted linear weights are base weight + LoRA delta."""
-    trained = qlora.load_trained(base, adapter)
+def merged_model(base: Path, adapter: Path, merge_base: str, trained=None):
+    """A full-precision (fp32) model whose adapted linear weights are base weight + LoRA delta.
+
+    `trained` is the adapter already loaded on the NF4 base (`qlora.load_trained(base, adapter)`), for a
+    caller that also runs it (evaluation's continuity check), so the NF4 model is not loaded twice."""
+    if trained is None:
+        trained = qlora.load_trained(base, adapter)
     full = load_model(base, dtype=torch.float32)
     stats = {"matrices": 0, "relative_delta": 0.0}
     for name, layer in trained.get_base_model().named_modules():

@@ -538,7 +538,7 @@ def build(p: config.Params, r: Results) -> list[Section]:
     )
     deviations = [f"Deviation, {name}: {d}." for name, m in p.methods.items() for d in m.deviations()]
     return [
-        ("Conventions", [conventions, *deviations]),
+        ("Conventions", [conventions, *deviations, *scored_forms(r.evals)]),
         quality_section(p, r.evals, r.quality, r.indices),
         differences_section(r.differences),
         expectation_section(p, r.expectations),
@@ -547,6 +547,28 @@ def build(p: config.Params, r: Results) -> list[Section]:
         data_section(),
         provenance_section(r.resources),
     ]
+
+
+def scored_forms(evals: dict) -> list[str]:
+    """Conventions lines: the form each QLoRA-recipe model was scored in (evaluate.qlora_form), as its
+    metrics/eval file records it, with the merged copy's largest test-loss difference from NF4 + adapter."""
+    lines = []
+    for name, e in evals.items():
+        if "scored_form" not in e:  # the base and GaLore-trained models: scored as saved
+            continue
+        checks = [run["continuity"] for run in e["runs"].values() if "continuity" in run]
+        line = f"Scored form, {name}: {e['scored_form']}"
+        if checks:
+            worst = max(c["relative_difference"] for c in checks)
+            line += (
+                f" (the adapter merged into the dequantized NF4 weights; its test loss on the first "
+                f"{checks[0]['rows']} test rows is within {worst:.3%} of NF4 + adapter's, tolerance "
+                f"{checks[0]['tolerance']:.0%})"
+            )
+        else:
+            line += " (the adapter on the NF4 base, as trained)"
+        lines.append(line + ".")
+    return lines
 
 
 def summary(p: config.Params, r: Results) -> dict:
