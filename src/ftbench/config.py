@@ -178,8 +178,8 @@ class TrainParams(Strict):
     gradient_checkpointing: bool
     """Recompute activations in the backward pass."""
     micro_batch_tokens: PositiveInt | None
-    """Forward passes of at most this many (padded) tokens per optimizer step; None = batch_size rows.
-    Set, it (not batch_size) bounds training activation memory."""
+    """Rows packed end to end into forward passes of at most this many tokens per optimizer step; None
+    = batch_size rows a pass. Set, it (not batch_size) bounds training activation memory."""
     compile: bool
     """torch.compile each decoder layer: fewer kernel launches, a compile on the first steps."""
     fused_cross_entropy: bool
