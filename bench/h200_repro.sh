@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# A real `dvc repro` on the GPU machine: random Gemma-3-1B-shape weights, the real tokenizer, alpaca rows.
-# Run from a copy of the repo (not a git checkout) on the GPU machine, with:
+# The seed-shaped study of issue 13 as a real `dvc repro` on the GPU machine, then its stage-by-stage table:
+# random Gemma-3-1B-shape weights with the real tokenizer, GSM8K rows, 512 tokens, 256 new tokens, every
+# method of params.yaml. Run from a copy of the repo (not a git checkout) on the GPU machine, with:
 #   .whl/            DVC=1 ../shared/gpu/wheels.sh, installed to /tmp/site and on PYTHONPATH with src/
 #   /tmp/tok         the Gemma 3 tokenizer folder (models/base's tokenizer files)
-#   .gpu/alpaca_en_demo.json   a copy of ../shared/data/alpaca_en_demo.json
+#   .gpu/gsm8k.jsonl a copy of ../shared/data/gsm8k/train.jsonl (JSON lines of {question, answer})
 #   FTBENCH_MLFLOW=off         (the GPU machine has no mlflow)
+# The seed's sizes are the defaults; the device time is short, so smaller runs are e.g.
+#   TRAIN=1000 TEST=400 bash bench/h200_repro.sh
+# With $OUT set (the device runner's output folder), the stage records, dvc.lock and the table go there.
 set -euo pipefail
+export TRAIN=${TRAIN:-5000} VALIDATION=${VALIDATION:-200} TEST=${TEST:-2000}
 python3 - <<'PY'
-import sys, torch, yaml
+import os, sys, torch, yaml
 sys.path.insert(0, "src")
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig
 from ftbench.bench import SHAPES
@@ -19,12 +24,24 @@ AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16).save_pretrained("/tmp/r
 tok.save_pretrained("/tmp/rand1b")
 p = yaml.safe_load(open("params.yaml"))
 p["model"].update(source="/tmp/rand1b", dtype="bfloat16")
-p["data"]["datasets"] = {"alpaca": {**p["data"]["datasets"]["builtin"], "source": ".gpu/alpaca_en_demo.json"}}
-p["data"]["sizes"] = {"train": 96, "validation": 16, "test": 64}
+gsm8k = {**p["data"]["datasets"]["builtin"], "source": ".gpu/gsm8k.jsonl",
+         "fields": {"instruction": "question", "output": "answer"}}
+p["data"]["datasets"] = {"gsm8k": gsm8k}
+p["data"]["sizes"] = {k: int(os.environ[k.upper()]) for k in ("train", "validation", "test")}
 p["data"]["max_length"] = 512
-p["evaluate"].update(max_new_tokens=64, batch_size=64)
+# Greedy decoding reads every weight once per new token whatever the batch: 256 prompts a call share
+# those reads (8 calls for 2,000 answers), and their KV cache (1 KV head: about 26 KiB a token on this
+# shape, so about 5 GiB at 256 x 750 tokens) fits beside the model many times over.
+p["evaluate"].update(max_new_tokens=256, batch_size=256)
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
+rm -f metrics/resources/*.json  # the committed CPU records: the table must hold this run's stages only
 echo /.gpu/ >> .gitignore
 git init -q && git add -A && git -c user.name=x -c user.email=x@x commit -qm run
+start=$(date +%s.%N)
 python3 -m dvc repro
+end=$(date +%s.%N)
+python3 bench/stage_table.py "$(python3 -c "print($end - $start)")" | tee stage_table.md
+if [ -n "${OUT:-}" ]; then
+  cp -r metrics/resources dvc.lock stage_table.md "$OUT"/
+fi

@@ -47,6 +47,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     sh(repo, "git", "config", "user.email", "t@t")
     sh(repo, "git", "config", "user.name", "t")
     sh(repo, "dvc", "init", "-q")
+    shutil.copy(ROOT / ".dvc/config", repo / ".dvc/config")  # the project's cache links
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "init")
 
@@ -60,6 +61,9 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     for stage in ("model", "data", "train-qlora", "merge-qlora", "train-hybrid", "evaluate-hybrid"):
         assert json.loads((repo / "metrics/resources" / f"{stage}.json").read_text())["wall_s"] > 0
     assert (repo / "models/merged/qlora/builtin/seed0/model.safetensors").exists()
+    # .dvc/config's cache.type: the model is a link to DVC's cache, not a second copy
+    weights = repo / "models/base/model.safetensors"
+    assert weights.stat().st_nlink == 2 or weights.is_symlink()
     assert "| hybrid |" in (repo / "metrics/report.md").read_text()
     assert "<img" in (repo / "metrics/report.html").read_text()
 

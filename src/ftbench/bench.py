@@ -1,11 +1,14 @@
 """Speed and memory benchmark: the pipeline's own training and generation code on a model of a given shape.
 
-Random weights (speed and memory do not depend on their values), real token sequences: a dataset (a
-file, or `builtin`) through the real chat template, cut into optimizer steps of --tokens-per-step
-tokens. Each variant is a method of params.yaml plus overrides, e.g. `galore:galore.svd=lowrank` or
-`qlora:train.micro_batch_tokens=2048`. It prints one JSON line per variant (tokens/s, MFU, NVML and
-torch peaks, SVD time for GaLore) and one for generation; --markdown writes the table beside the
-stock recipe's figures (--peer).
+Random weights (speed and memory do not depend on their values), real token sequences, and the forward
+passes `dvc repro` runs: params.yaml's first dataset (or --data) is split and tokenized by the data
+stage's own code (data.sizes, data.max_length, data.overlong, fields), and its train rows are cut into
+optimizer steps by the train stage's own code (train.optimizer_steps): methods.<name>.batch_size x
+grad_accum rows a step, in forward passes of train.micro_batch_tokens. Each variant is a method of
+params.yaml plus overrides, e.g. `qlora:grad_accum=8`, `galore:galore.svd=lowrank` or
+`qlora:train.micro_batch_tokens=8192`. It prints one JSON line per variant (tokens/s, MFU, NVML and
+torch peaks, SVD time for GaLore) and one for generation of the test split's prompts; --markdown writes
+the table beside the stock recipe's figures (--peer).
 
 usage: python -m ftbench.bench --tokenizer DIR [--data FILE] [--shape gemma3-1b] [--steps 20] [variant ...]
 """
@@ -15,8 +18,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import platform
-import random
 import tempfile
 from datetime import date
 from importlib.metadata import version
@@ -63,7 +66,7 @@ SHAPES = {
         tie_word_embeddings=True,
     ),
 }
-SETUP_KEYS = ("shape", "data", "seq", "tokens_per_step", "steps", "warmup", "command")
+SETUP_KEYS = ("shape", "steps", "warmup", "command")
 SEED_PLAN_EXAMPLES = 52_000
 START, END = (
     "<!-- ftbench bench: start -->",
@@ -73,20 +76,39 @@ START, END = (
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m ftbench.bench", description=__doc__.split("\n")[0])
-    ap.add_argument("variants", nargs="*", default=["qlora", "galore"], help="method[:key=value,...]")
+    ap.add_argument(
+        "variants",
+        nargs="*",
+        default=["qlora", "galore"],
+        help="method[:key=value,...], e.g. qlora:grad_accum=8 or qlora:train.micro_batch_tokens=8192",
+    )
     ap.add_argument("--tokenizer", type=Path, help="a tokenizer folder (models/base)")
     ap.add_argument(
-        "--data", default="builtin", help="dataset (file or builtin) whose lengths the sequences follow"
+        "--data",
+        help="a file or builtin in place of the source of params.yaml's first dataset (its format and "
+        "fields kept); default: that dataset as it is",
     )
     ap.add_argument("--shape", choices=SHAPES, default="gemma3-1b")
-    ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps per variant")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=20,
+        help="timed optimizer steps per variant, as the train stage cuts them",
+    )
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, kernels, SVD)")
-    ap.add_argument("--tokens-per-step", type=int, default=8192, help="tokens per optimizer step")
-    ap.add_argument("--seq", type=int, default=512, help="longest sequence; longer examples are cut")
-    ap.add_argument("--eval-answers", type=int, default=2000, help="greedy answers to time; 0 skips")
-    ap.add_argument("--eval-new-tokens", type=int, default=256)
+    ap.add_argument(
+        "--eval-answers",
+        type=int,
+        help="greedy answers to time (test prompts, cycled); default: data.sizes.test; 0 skips",
+    )
+    ap.add_argument("--eval-new-tokens", type=int, help="default: evaluate.max_new_tokens")
     ap.add_argument("--eval-batch", type=int, nargs="+", default=[], help="default: evaluate.batch_size")
-    ap.add_argument("--params", type=Path, default=config.PARAMS_FILE)
+    ap.add_argument(
+        "--params",
+        type=Path,
+        default=config.PARAMS_FILE,
+        help="the params.yaml whose data, rows per step and training knobs are run",
+    )
     ap.add_argument("--peer", type=Path, help="JSON lines printed by peer_bench.py, for the table")
     ap.add_argument("--markdown", type=Path, help="write the results table to this file")
     ap.add_argument("--command", default="", help="the command line to quote in the markdown")
@@ -111,34 +133,22 @@ def build_model(shape: str, tokenizer, folder: Path) -> Path:
     return folder
 
 
-def dataset_rows(source: str, tokenizer, seq: int) -> list[dict]:
-    """Every example of a dataset, tokenized through the chat template and cut at `seq` tokens."""
-    raw = data.read_rows(config.DatasetParams(source=source), seed=0)
-    fmt = data.detect_format(raw[0], "auto")
-    counts, rows = data.Counts(), []
-    for i, r in enumerate(raw):
-        ex = data.normalise(r, fmt, f"{source} row {i + 1}")
-        encoded = ex and data.tokenize(tokenizer, ex, seq, "truncate", counts)
-        if encoded:
-            rows.append(encoded)
-    return rows
+def dataset_splits(p: config.Params, source: str | None, tokenizer) -> dict[str, list[dict]]:
+    """The splits the data stage writes for params.yaml's first dataset (`source` in place of its own)."""
+    name, ds = next(iter(p.data.datasets.items()))
+    if source:
+        ds = ds.model_copy(update={"source": source})
+    prepared, _ = data.prepare(name, ds, p, tokenizer)
+    return prepared["splits"]
 
 
-def token_steps(rows: list[dict], n: int, tokens: int, seed: int = 0) -> list[list[dict]]:
-    """`n` optimizer steps, each as many shuffled rows as fit in `tokens` (rows are reused as needed)."""
-    rng, steps, pool = random.Random(seed), [], []
-    for _ in range(n):
-        step, used = [], 0
-        while True:
-            if not pool:
-                pool = rows[:]
-                rng.shuffle(pool)
-            if used + len(pool[-1]["input_ids"]) > tokens:
-                break
-            used += len(pool[-1]["input_ids"])
-            step.append(pool.pop())
-        steps.append(step)
-    return steps
+def optimizer_steps(rows: list[dict], method: config.MethodParams, p: config.Params, n: int) -> list:
+    """The first `n` optimizer steps the train stage would run on `rows`, by its own code: as many epochs
+    as `n` steps of batch_size x grad_accum rows need, each step cut into train.micro_batch_tokens passes."""
+    epochs = math.ceil(n * method.batch_size * method.grad_accum / len(rows))
+    method = method.model_copy(update={"epochs": epochs})
+    p = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": n})})
+    return train.optimizer_steps(rows, method, p, seed=p.seeds[0])
 
 
 def with_overrides(p: config.Params, variant: str) -> tuple[str, config.Params]:
@@ -169,11 +179,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
     """Warm-up steps, then timed steps of the real train_step; GaLore's refresh amortised over its gap."""
     name, p = with_overrides(p0, variant)
     method = p.methods[name]
-    budget = p.train.micro_batch_tokens
-    steps = [
-        train.by_tokens([s], budget) if budget else train.chunks(s, method.batch_size)
-        for s in token_steps(rows, args.warmup + args.steps, args.tokens_per_step)
-    ]
+    steps = optimizer_steps(rows, method, p, args.warmup + args.steps)
     _free_gpu()
     with resources.Sampler() as sampler:
         setup = qlora.setup if method.recipe == "qlora" else galore.setup
@@ -198,6 +204,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         "variant": variant,
         "recipe": method.recipe,
         "steps": len(timed),
+        "rows_per_step": round(len(flat) / len(timed), 2),
         "tokens_per_step": round(tokens / len(timed)),
         "forward_passes_per_step": round(sum(len(s) for s in timed) / len(timed), 2),
         "tokens_per_s": round(tokens / amortised),
@@ -209,6 +216,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
     }
     if p.train.fused_cross_entropy:
         result["fused_loss_rel_diff"] = _fused_loss_difference(model, timed[0][0])
+    result["packed_loss_rel_diff"] = _packed_loss_difference(model, timed[0][0])
     del model, optimizer, scheduler, trainable
     return result
 
@@ -223,18 +231,24 @@ def _fused_loss_difference(model, rows: list[dict]) -> float | None:
     return round(abs(fused.item() - plain.item()) / abs(plain.item()), 6)
 
 
+@torch.no_grad()
+def _packed_loss_difference(model, rows: list[dict]) -> float:
+    """Relative difference of one packed pass's loss and its rows' losses one row a pass: packed
+    attention that leaked across rows (or a kernel that differs) shows here, on the GPU's own kernel."""
+    with autocast():
+        packed = answer_loss(model, rows).item()
+        alone = sum(answer_loss(model, [r]).item() for r in rows)
+    return round(abs(packed - alone) / abs(alone), 6)
+
+
 def bench_generation(base: Path, rows: list[dict], tokenizer, p: config.Params, batch: int, args) -> dict:
-    """Greedy answers through evaluate.generate, as the evaluate stage runs them."""
-    prompts = [
-        rows[i % len(rows)]["input_ids"][: rows[i % len(rows)]["prompt_len"]]
-        for i in range(args.eval_answers)
-    ]
+    """Greedy answers to the test split's prompts (cycled) through evaluate.generate, as the evaluate
+    stage runs them."""
+    test_prompts = evaluate.generation_prompts(rows)
+    prompts = [test_prompts[i % len(test_prompts)] for i in range(args.eval_answers)]
+    cap = args.eval_new_tokens or p.evaluate.max_new_tokens
     p = p.model_copy(
-        update={
-            "evaluate": p.evaluate.model_copy(
-                update={"max_new_tokens": args.eval_new_tokens, "batch_size": batch}
-            )
-        }
+        update={"evaluate": p.evaluate.model_copy(update={"max_new_tokens": cap, "batch_size": batch})}
     )
     _free_gpu()
     with resources.Sampler() as sampler:
@@ -247,7 +261,7 @@ def bench_generation(base: Path, rows: list[dict], tokenizer, p: config.Params, 
     return {
         "variant": f"generate (batch {batch})",
         "answers": len(answers),
-        "max_new_tokens": args.eval_new_tokens,
+        "max_new_tokens": cap,
         "mean_prompt_tokens": round(sum(map(len, prompts)) / len(prompts), 1),
         "seconds": round(seconds, 1),
         "new_tokens_per_s": round(new_tokens / seconds),
@@ -326,16 +340,16 @@ def markdown(results: list[dict], peer: list[dict], plan: dict, env: dict, setup
         f"Measured {env['date']} on {env['device']}; {versions}.",
         "",
         f"Model: random weights of the {setup['shape']} shape. Data: `{setup['data']}` through the chat "
-        f"template, sequences up to {setup['seq']} tokens, optimizer steps of up to "
-        f"{setup['tokens_per_step']} tokens (the stock recipe: 16 x {setup['seq']} random tokens).",
+        f"template, sequences up to {setup['max_length']} tokens (data.max_length). {_step_sizes(results)} "
+        "as `dvc repro` makes them (methods.*.batch_size x grad_accum, passes of train.micro_batch_tokens).",
         "",
         "```",
         setup["command"] or "python -m ftbench.bench ...",
         "```",
         "",
-        "| variant | tokens/s | MFU | NVML peak GiB | torch peak GiB | passes/step | "
+        "| variant | rows/step | tokens/s | MFU | NVML peak GiB | torch peak GiB | passes/step | "
         "stock tokens/s | stock NVML GiB | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "recipe" not in r:
@@ -343,8 +357,8 @@ def markdown(results: list[dict], peer: list[dict], plan: dict, env: dict, setup
         s = peer_by.get(stock.get(r["variant"].split(":")[0], ""), {})
         ratio = f"{r['tokens_per_s'] / s['tokens_per_s']:.1f}x" if s else ""
         lines.append(
-            f"| {r['variant']} | {r['tokens_per_s']:,} | {r['mfu']} | {r['nvml_peak_gib']} | "
-            f"{r['torch_peak_gib']} | {r['forward_passes_per_step']} | "
+            f"| {r['variant']} | {r['rows_per_step']:g} | {r['tokens_per_s']:,} | {r['mfu']} | "
+            f"{r['nvml_peak_gib']} | {r['torch_peak_gib']} | {r['forward_passes_per_step']} | "
             f"{s.get('tokens_per_s', '')} | {s.get('nvml_peak_gib', '')} | {ratio} |"
         )
     for r in results:
@@ -366,6 +380,19 @@ def markdown(results: list[dict], peer: list[dict], plan: dict, env: dict, setup
     lines += ["", "Raw results, one JSON line per variant:", "", "```"]
     lines += [json.dumps(r) for r in [env, setup, *results, *peer]] + ["```", ""]
     return "\n".join(lines)
+
+
+def _step_sizes(results: list[dict]) -> str:
+    """'Optimizer steps of 16 rows, about 2,600 tokens (galore: 8 rows, about 1,300 tokens)': the first
+    training variant's size, then each variant whose size differs."""
+    sizes = [(r["variant"], r["rows_per_step"], r["tokens_per_step"]) for r in results if "recipe" in r]
+    if not sizes:
+        return "No training variant"
+    _, rows, tokens = sizes[0]
+    others = [f"{v}: {n:g} rows, about {t:,} tokens" for v, n, t in sizes[1:] if n != rows]
+    return f"Optimizer steps of {rows:g} rows, about {tokens:,} tokens" + (
+        f" ({'; '.join(others)})" if others else ""
+    )
 
 
 def _device_name() -> str:
@@ -392,20 +419,30 @@ def main(argv: list[str]) -> None:
     if not args.tokenizer:
         raise UserError("bench: --tokenizer is required (a tokenizer folder such as models/base)")
     configure_attention()
-    setup = {k: str(getattr(args, k)) if k == "data" else getattr(args, k) for k in SETUP_KEYS}
+    p = config.load(args.params)
+    if args.eval_answers is None:
+        args.eval_answers = p.data.sizes.test
+    first = next(iter(p.data.datasets.values()))
+    setup = {k: getattr(args, k) for k in SETUP_KEYS} | {
+        "data": args.data or first.source,
+        "max_length": p.data.max_length,
+    }
     lines = [{"env": environment()}, {"setup": setup}]
     for line in lines:
         print(json.dumps(line), flush=True)
-    p = config.load(args.params)
     tokenizer = load_tokenizer(args.tokenizer)
-    rows = dataset_rows(args.data, tokenizer, args.seq)
+    splits = dataset_splits(p, args.data, tokenizer)
+    rows = splits["train"]
     with tempfile.TemporaryDirectory() as tmp:
         base = build_model(args.shape, tokenizer, Path(tmp) / "base")
         runs = [(v, lambda v=v: bench_training(v, p, base, rows, args)) for v in args.variants]
         if args.eval_answers:
             batches = args.eval_batch or [p.evaluate.batch_size]
             runs += [
-                (f"generate (batch {b})", lambda b=b: bench_generation(base, rows, tokenizer, p, b, args))
+                (
+                    f"generate (batch {b})",
+                    lambda b=b: bench_generation(base, splits["test"], tokenizer, p, b, args),
+                )
                 for b in batches
             ]
         for label, measure in runs:

@@ -1,0 +1,36 @@
+"""bench/stage_table.py on the committed CPU records of `make repro` (metrics/resources)."""
+
+import json
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+SCRIPT = ROOT / "bench" / "stage_table.py"
+RECORDS = ROOT / "metrics" / "resources"
+
+
+def stage_table(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True)
+
+
+def test_the_table_lists_every_stage_in_pipeline_order_and_the_rest_is_overhead():
+    walls = {r["stage"]: r["wall_s"] for r in (json.loads(f.read_text()) for f in RECORDS.glob("*.json"))}
+    total = sum(walls.values()) + 60
+    run = stage_table(str(total), "--resources", str(RECORDS))
+    assert run.returncode == 0, run.stderr
+    *table, last = run.stdout.strip().splitlines()
+    summary = json.loads(last)
+    assert summary["stages"] == walls and summary["overhead_s"] == 60.0
+    assert summary["overhead_share"] == round(60 / total, 4)
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table[2:]]
+    assert rows[: len(walls)] == list(summary["stages"]) and set(rows[: len(walls)]) == set(walls)
+    assert rows[0] == "model" and rows[len(walls) - 1].startswith("evaluate-")
+    phases = json.loads((RECORDS / "train-qlora.json").read_text())["phases_s"]
+    qlora = next(line for line in table if line.startswith("| train-qlora |"))
+    assert all(f"{name} {seconds}" in qlora for name, seconds in phases.items())
+
+
+def test_no_records_is_a_one_line_error(tmp_path):
+    run = stage_table("100", "--resources", str(tmp_path))
+    assert run.returncode != 0 and run.stderr.startswith("stage_table: error: no stage records")
