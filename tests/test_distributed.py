@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from ftbench import paths
 
@@ -31,14 +33,26 @@ def curve(method):
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("method", ["qlora", "galore"])
-def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_model_dir, method):
+# Steps of 3 rows in passes of at most 64 tokens: rank 0 runs 2 passes a step, rank 1 runs 1.
+UNEVEN_PASSES = {"methods.qlora.batch_size": 3, "methods.qlora.grad_accum": 1, "train.micro_batch_tokens": 64}
+# Steps of 1 row: rank 1 has none and takes part in the all-reduce with a pass that counts zero.
+EMPTY_RANK = {"methods.qlora.batch_size": 1, "methods.qlora.grad_accum": 1}
+
+
+@pytest.mark.parametrize(
+    "method, layout",
+    [("qlora", {}), ("galore", {}), ("qlora", UNEVEN_PASSES), ("qlora", EMPTY_RANK)],
+    ids=["qlora", "galore", "qlora-uneven-passes", "qlora-empty-rank"],
+)
+def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_model_dir, method, layout):
     settings = {
+        **layout,
+        "train.max_steps": 2,
         **SEVERAL_GPUS,
         "methods.qlora.lora.dropout": 0.0,  # dropout masks differ by process; the rest is deterministic
         f"methods.{method}.lr": 1e-2,
     }
-    curves, counts = {}, {}
+    curves, counts, weights = {}, {}, {}
     for gpus in (1, 2):
         write_params(
             project, tiny_model_dir, **settings, **{"resources.gpus": gpus, "resources.peak_tflops": PEAK}
@@ -46,6 +60,7 @@ def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_m
         done = stage(project, "ftbench.train", method)
         assert done.returncode == 0, done.stderr[-2000:]
         curves[gpus] = curve(method)
+        weights[gpus] = trained_weights(method)
         result = json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin/seed0"]
         counts[gpus] = {k: result[k] for k in ("tokens", "answer_tokens", "flops")}
         record = json.loads((paths.RESOURCES / f"train-{method}.json").read_text())
@@ -56,8 +71,20 @@ def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_m
         )
     assert len(curves[1]) == 2 and curves[1][-1] != curves[1][0]
     assert curves[2] == pytest.approx(curves[1], **TOLERANCE)
+    # the weights too: a rank that stepped on its own share's gradient (no all-reduce) moves them
+    # visibly, even where the loss curve hardly shows it yet
+    for name, tensor in weights[1].items():
+        torch.testing.assert_close(weights[2][name], tensor, rtol=1e-3, atol=1e-5)
     assert counts[2] == counts[1]  # every rank's tokens, not rank 0's
     assert len(record["per_device"]) == 2 and record["peak_rss_gib_total"] > 0
+
+
+def trained_weights(method: str) -> dict:
+    from ftbench import config
+
+    folder = paths.run_dir(method, config.Run("builtin", 0))
+    (file,) = folder.glob("*.safetensors")
+    return load_file(file)
 
 
 def test_evaluation_shards_the_test_set_and_gathers_every_answer(prepared, project, tiny_model_dir):

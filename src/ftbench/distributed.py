@@ -2,22 +2,31 @@
 
 A stage asked for N > 1 GPUs re-launches itself under torchrun (`torch.distributed.run`), one process
 per GPU: NCCL between GPUs, gloo between CPU processes (how the tests check it). Every rank holds the
-whole model (QLoRA: its own 4-bit copy) and takes a share of each optimizer step's rows; gradients
-are summed across ranks before clipping and the optimizer step, so every rank applies the same
-update. This is DDP's arithmetic written out: the ranks' forward-pass counts differ when rows are cut
-by tokens, which DDP's per-backward hooks cannot allow. Rank 0 alone writes outputs and logs.
+whole model (QLoRA: its own 4-bit copy) and takes a share of each optimizer step's rows. The decoder,
+which holds every trainable weight, is wrapped in PyTorch's DistributedDataParallel: its buckets
+all-reduce gradients while the backward pass still runs. Ranks may cut their share into different
+numbers of packed passes, so every pass but a rank's last runs under `no_sync()`: each rank syncs once
+a step, on its final backward. Rank 0 alone writes outputs and logs.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
+import weakref
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ftbench import config
+from ftbench.packing import causal_lm
+
+# the DDP wrapper of each model's decoder, kept beside the model rather than in it, so that the model's
+# parameter names (saved weights, checkpoints) stay those of one process
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def world_size() -> int:
@@ -79,16 +88,34 @@ def shard(rows: list[dict]) -> list[dict]:
     return rows[rank() :: world_size()]
 
 
-def sum_gradients(params: list[torch.Tensor]) -> None:
-    """Sum each gradient over ranks (a rank with no rows this step contributes zeros)."""
+def data_parallel(model) -> None:
+    """Wrap the model's decoder in DDP when several ranks train (see the module docstring)."""
     if world_size() == 1:
         return
-    for t in params:
-        if t.grad is None:
-            t.grad = torch.zeros_like(t)
-    works = [dist.all_reduce(t.grad, async_op=True) for t in params]
-    for w in works:
-        w.wait()
+    decoder = causal_lm(model).model
+    inside = {id(t) for t in decoder.parameters()}
+    if any(t.requires_grad and id(t) not in inside for t in model.parameters()):
+        raise RuntimeError("a trainable weight lies outside the decoder: DDP would not sync it")
+    _DECODERS[model] = DistributedDataParallel(
+        decoder,
+        device_ids=[torch.cuda.current_device()] if torch.cuda.is_available() else None,
+        # every rank loaded the same weights and seeded its adapters alike (the tests compare curves):
+        # no broadcast of the frozen base at start-up
+        init_sync=False,
+        broadcast_buffers=False,
+    )
+
+
+def decoder(model):
+    """What a forward pass calls: the DDP-wrapped decoder when training on several ranks, else the
+    decoder itself (the output head is applied outside it, to answer positions only)."""
+    return _DECODERS.get(model) or causal_lm(model).model
+
+
+def sync_gradients(model, last: bool):
+    """Context for one pass: all-reduce its gradients only on the step's last pass."""
+    ddp = _DECODERS.get(model)
+    return contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
 
 
 def sum_scalars(*values: float) -> list[float]:

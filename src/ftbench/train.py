@@ -30,6 +30,7 @@ from ftbench.loss import (
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 LENGTH_POOL = 64  # micro-batches per pool that is sorted by length: little padding, order still random
+PLACEHOLDER_ROW = {"input_ids": [0, 0], "prompt_len": 1}  # a two-token pass, for a rank with no rows
 
 
 def compile_layers(model, p: config.Params) -> None:
@@ -178,15 +179,21 @@ def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params) 
     t0 = time.perf_counter()
     tokens = sum(len(r["input_ids"]) for rows in micro for r in rows)
     (n_targets,) = distributed.sum_scalars(sum(answer_tokens(rows) for rows in micro))
+    # DDP averages gradients over ranks; the step's gradient is their sum (the loss is over all ranks'
+    # answer tokens), hence the factor. A rank with no rows this step (fewer rows than ranks) still
+    # takes its part in the all-reduce, with a pass whose loss counts zero.
+    scale = distributed.world_size() / n_targets
+    passes = [(rows, scale) for rows in micro] or [([PLACEHOLDER_ROW], 0.0)]
     step_loss = torch.zeros((), device=device())
-    for i, rows in enumerate(micro, 1):
-        with autocast():
-            loss = answer_loss(model, rows, p.train.fused_cross_entropy) / n_targets
-        galore.mark_pass(optimizer, last=i == len(micro))
-        loss.backward()
+    for i, (rows, weight) in enumerate(passes, 1):
+        last = i == len(passes)
+        with distributed.sync_gradients(model, last):
+            with autocast():
+                loss = answer_loss(model, rows, p.train.fused_cross_entropy) * weight
+            galore.mark_pass(optimizer, last=last)
+            loss.backward()
         step_loss += loss.detach()
-    distributed.sum_gradients(trainable)
-    step_loss, tokens = distributed.sum_scalars(step_loss.item(), tokens)
+    step_loss, tokens = distributed.sum_scalars(step_loss.item() / distributed.world_size(), tokens)
     # clipping at inf still returns the norm, which is logged
     grad_norm = galore.clip_gradients(optimizer, trainable, p.train.max_grad_norm or math.inf)
     if math.isfinite(step_loss):
@@ -213,6 +220,7 @@ def train_one(
     with st.record.phase("load"):
         model, optimizer, facts = setup(init, method, p, run.seed)
         compile_layers(model, p)
+        distributed.data_parallel(model)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
     steps = optimizer_steps(rows, method, p, run.seed)
     where = checkpoint.folder(name, run.key)
