@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # ftbench on a GPU machine: the image holds the dependencies, the repo is bind-mounted at /workspace
-# and `dvc repro` (the default command) runs on it. See compose.yaml and README "On a GPU machine".
+# and `dvc repro` (the default command) runs on it. See compose.yaml and docs/container.md.
 #
 # Base: python:3.11-slim-bookworm with PyTorch's CUDA wheels, not an nvidia/cuda image. The cu128
 # torch wheels bring their own CUDA runtime, cuBLAS, cuDNN and NCCL (nvidia-* wheels) and bitsandbytes
@@ -14,8 +14,9 @@ FROM python:3.11-slim-bookworm AS builder
 # The torch build: the Makefile's pin (TORCH = torch==<this version>) from PyTorch's CUDA 12.8 index
 # (Hopper/H200 and Blackwell; NVIDIA driver >= 570, or 525+ through CUDA 12 minor-version
 # compatibility). The only torch version here; tests/test_docker.py checks it equals the Makefile's.
-# An exact version, not a free spec, so the pin stays visible (hadolint DL3013). Override with
-# --build-arg, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu130.
+# An exact version, not a free spec, so the pin stays visible (hadolint DL3013). The H200 figures of
+# BENCHMARKS.md were measured on torch 2.11.0+cu130 instead (docs/container.md says why the image
+# differs); that stack: --build-arg TORCH_VERSION=2.11.0 --build-arg TORCH_INDEX=.../whl/cu130.
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 
@@ -23,11 +24,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# Dependencies come from pyproject.toml, the Makefile's one source of truth (`pip install .`), never
-# a requirements list. Only pyproject.toml is copied: with a stub package and README (pip needs the
-# readme file) this layer is rebuilt when the dependencies change, not on every code or README edit.
-# The stub ftbench is uninstalled again: the code that runs is the bind-mounted src/ (PYTHONPATH below).
-WORKDIR /build
+# Dependencies come from pyproject.toml, the Makefile's one source of truth, never a requirements
+# list. Only pyproject.toml is copied: with a stub package and README (pip needs the readme file) this
+# layer is rebuilt when the dependencies change, not on every code or README edit.
+# The project is installed editable, as the Makefile does, from /workspace: the path where the runtime
+# mounts the repo. pip then writes the `ftbench` command ([project.scripts]) and a .pth entry for
+# /workspace/src into the venv, so the command runs the mounted code, and no stub package is left
+# in site-packages to shadow it.
+WORKDIR /workspace
 COPY pyproject.toml ./
 RUN mkdir -p src/ftbench && touch README.md src/ftbench/__init__.py
 
@@ -40,8 +44,7 @@ RUN mkdir -p src/ftbench && touch README.md src/ftbench/__init__.py
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" \
     && echo "torch==$TORCH_VERSION" > /tmp/torch-pin.txt \
-    && pip install --constraint /tmp/torch-pin.txt ".[gpu]" \
-    && pip uninstall --yes ftbench \
+    && pip install --constraint /tmp/torch-pin.txt --editable ".[gpu]" \
     && if pip show kernels > /dev/null 2>&1; then echo "kernels must not be installed" >&2; exit 1; fi
 
 # ---------------------------------------------------------------- runtime
@@ -50,9 +53,13 @@ FROM python:3.11-slim-bookworm AS runtime
 # git: DVC reads the mounted repo's history and commits experiments (refs/exps), so it needs an
 # identity (system-wide, any uid; a repo's own user.name/email still wins) and must trust a repo owned
 # by the host user (safe.directory). make: `make -o /opt/venv/.installed seed` (README).
-# (torch.compile / Triton kernels would also need gcc at run time; nothing in ftbench uses them yet.)
+# gcc and libc6-dev: Triton (liger-kernel's fused loss, train.fused_cross_entropy, on by default)
+# compiles a small C launcher on first use with the system compiler, against the libc headers (gcc's
+# Debian package only recommends libc6-dev, so --no-install-recommends would leave them out) and
+# Python.h (the python base image ships it). The -lcuda it links is the driver's libcuda.so, which the
+# NVIDIA Container Toolkit mounts in with the driver.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git make \
+    && apt-get install -y --no-install-recommends git make gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* \
     && git config --system user.name "ftbench" \
     && git config --system user.email "ftbench@localhost" \
@@ -60,7 +67,8 @@ RUN apt-get update \
 
 # A non-root user. Give it the host user's uid/gid (compose passes HOST_UID/HOST_GID) so files it
 # writes in the bind-mounted repo belong to that user. /data/hf (HF_HOME) and /mlflow are created
-# here owned by it, so the named volumes compose mounts there start out writable.
+# here owned by it, so the named volumes compose mounts there start out writable (a volume copies
+# the ownership of the image's folder).
 ARG HOST_UID=1000
 ARG HOST_GID=1000
 RUN groupadd --non-unique --gid "$HOST_GID" ftbench \
@@ -68,12 +76,18 @@ RUN groupadd --non-unique --gid "$HOST_GID" ftbench \
     && mkdir -p /workspace /data/hf /mlflow \
     && chown ftbench:ftbench /workspace /data/hf /mlflow
 
+# State that outlives a container: hub downloads and MLflow's runs. Declared after the chown above
+# (changes to a volume's folder after VOLUME are lost), so even a plain `docker run` without compose's
+# named volumes writes them to a volume, not the container layer. /workspace is not a volume: without
+# the repo mounted there, `dvc repro` must fail at once, not run on an empty anonymous volume.
+VOLUME ["/data/hf", "/mlflow"]
+
 COPY --from=builder /opt/venv /opt/venv
 
-# PYTHONPATH instead of an installed ftbench: the bind-mounted src/ is what runs, so a code change
-# needs no rebuild. `src` comes first and is relative: Python resolves it against the working
-# directory at start-up, which DVC sets to the root of the tree it runs (/workspace, or the temporary
-# copy a queued `dvc exp run` runs in), so each experiment runs its own snapshot of the code;
+# The bind-mounted src/ is what runs (the editable install above), so a code change needs no rebuild.
+# `src` comes first on PYTHONPATH and is relative: Python resolves it against the working directory
+# at start-up, which DVC sets to the root of the tree it runs (/workspace, or the temporary copy a
+# queued `dvc exp run` runs in), so each experiment runs its own snapshot of the code;
 # /workspace/src covers commands started elsewhere.
 # VENV: the Makefile's `VENV ?= .venv` then means the image's venv, not a .venv in the mounted repo.
 # NVIDIA_DRIVER_CAPABILITIES: compute for CUDA, utility for NVML (nvidia-ml-py) and nvidia-smi.

@@ -1,8 +1,11 @@
 """The container setup, checked by reading it (no Docker engine needed): Dockerfile, compose.yaml,
-.dockerignore, .hadolint.yaml."""
+.dockerignore, .hadolint.yaml, and the Makefile's install that the image mirrors. No machine here can
+pull a base image, so what the image needs at run time (a compiler for Triton, the `ftbench` command,
+a non-root user, volumes) is checked from the Dockerfile's text; `make image-check` runs it for real."""
 
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil
@@ -19,6 +22,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
 COMPOSE = ROOT / "compose.yaml"
 LOCALHOST = "127.0.0.1"
+# variables the Makefile reads from the environment, and a parent make's own
+MAKE_ENVIRONMENT = {"TORCH", "CUDA_INDEX", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
 
 
 # ---------------------------------------------------------------- reading the files
@@ -78,10 +83,8 @@ def pip_installs(commands: str) -> list[list[str]]:
             continue
         words = shlex.split(segment)
         for i in range(len(words) - 1):
-            if words[i].endswith("pip") and words[i + 1] == "install":
+            if words[i].endswith("pip") and words[i + 1] == "install":  # also `python -m pip install`
                 result.append(words[i + 2 :])
-            elif words[i : i + 3] == ["-m", "pip", "install"]:
-                result.append(words[i + 3 :])
     return result
 
 
@@ -97,6 +100,47 @@ def requirements_of(pip_args: list[str]) -> list[str]:
         elif not word.startswith("-"):
             out.append(word)
     return out
+
+
+def apt_packages(stage: list[tuple[str, str]]) -> set[str]:
+    """The packages every `apt-get install` of a stage installs (its options left out)."""
+    found = set()
+    for keyword, args in stage:
+        for segment in re.split(r"&&|\|\||;", args) if keyword == "RUN" else []:
+            words = shlex.split(segment)
+            if words[:2] == ["apt-get", "install"]:
+                found |= {w for w in words[2:] if not w.startswith("-")}
+    return found
+
+
+def extras(requirement: str) -> set[str]:
+    """`.[a,b]` -> {"a", "b"}."""
+    match = re.search(r"\[(.*)\]", requirement)
+    return set(match.group(1).split(",")) if match else set()
+
+
+def make_install_commands(**variables: str) -> str:
+    """The commands `make install` runs on a fresh venv, as make itself expands them (`make -n`): the
+    Makefile's defaults, whatever the caller's shell exports or a parent make (`make test`) passes down."""
+    assignments = [f"{k}={v}" for k, v in {"VENV": "/nonexistent/venv", "GPU": "", **variables}.items()]
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENVIRONMENT}
+    result = subprocess.run(
+        ["make", "-n", "-B", "--no-print-directory", "install", *assignments],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def project_install(stage: list[tuple[str, str]]) -> tuple[list[str], str]:
+    """The pip arguments that install the project (`.[...]`) in a stage, and the WORKDIR it runs in."""
+    workdir = "/"
+    for keyword, args in stage:
+        if keyword == "WORKDIR":
+            workdir = args
+        for pip_args in pip_installs(args) if keyword == "RUN" else []:
+            if any(r.startswith(".") for r in requirements_of(pip_args)):
+                return pip_args, workdir
+    raise AssertionError("no stage installs the project")
 
 
 def hadolint() -> str | None:
@@ -136,6 +180,17 @@ def runtime(dockerfile: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
+def builder(dockerfile: str) -> list[tuple[str, str]]:
+    """The stage that installs the dependencies into the venv the runtime copies."""
+    return next(s for s in stages(dockerfile) if any("torch==" in a for k, a in s if k == "RUN"))
+
+
+@pytest.fixture(scope="module")
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+@pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
@@ -165,8 +220,7 @@ def test_hadolint_config_fails_on_warnings_and_justifies_every_ignored_rule():
 
 
 def test_dockerfile_installs_from_the_same_spec_as_the_makefile(dockerfile: str):
-    makefile = (ROOT / "Makefile").read_text()
-    make_installs = [requirements_of(a) for a in pip_installs(makefile)]
+    make_installs = [requirements_of(a) for a in pip_installs(make_install_commands())]
     docker_installs = [
         requirements_of(a) for kw, args in instructions(dockerfile) if kw == "RUN" for a in pip_installs(args)
     ]
@@ -176,7 +230,8 @@ def test_dockerfile_installs_from_the_same_spec_as_the_makefile(dockerfile: str)
     assert any(kw == "COPY" and "pyproject.toml" in args.split() for kw, args in instructions(dockerfile))
     # Besides the project, each installs torch from its one pin, and nothing else by name: no package of
     # pyproject's dependencies is re-listed, no requirements file, no `kernels`.
-    assert {r for reqs in make_installs for r in reqs if not r.startswith(".")} <= {"pip", "$(TORCH)"}
+    make_pin = re.search(r"^TORCH\s*\??=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert {r for reqs in make_installs for r in reqs if not r.startswith(".")} <= {"pip", make_pin}
     assert {r for reqs in docker_installs for r in reqs} == {".[gpu]", "torch==$TORCH_VERSION"}
     runs = " ; ".join(args for keyword, args in instructions(dockerfile) if keyword == "RUN")
     assert not any(a in ("-r", "--requirement") for args in pip_installs(runs) for a in args)
@@ -185,12 +240,32 @@ def test_dockerfile_installs_from_the_same_spec_as_the_makefile(dockerfile: str)
     assert any(re.match(r"torch\b", d) for d in dependencies)
 
 
-def test_torch_pin_is_the_same_in_the_makefile_and_the_dockerfile(dockerfile: str):
+def test_torch_pin_is_the_same_in_the_makefile_and_the_dockerfile(builder):
     make_pin = re.search(r"^TORCH\s*\??=\s*torch==(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M)
     assert make_pin, "the Makefile pins torch as TORCH ?= torch==<version>"
-    builder = next(s for s in stages(dockerfile) if any("torch==" in a for k, a in s if k == "RUN"))
     assert arg_defaults(builder).get("TORCH_VERSION") == make_pin.group(1)
     assert "download.pytorch.org/whl/cu" in arg_defaults(builder).get("TORCH_INDEX", "")
+
+
+def test_make_gpu_install_is_the_images_torch_and_extras(builder):
+    """`make repro GPU=1` on a GPU machine gets what the image has: torch's CUDA build from the image's
+    index and the `gpu` extra; as an exact local version (a CPU build in the venv would satisfy a bare
+    torch==X) and with its own stamp, so switching flavours reinstalls."""
+    commands = make_install_commands(GPU="1")
+    installs = pip_installs(commands)
+    torch_args = next(a for a in installs if any(r.startswith("torch") for r in requirements_of(a)))
+    index = arg_defaults(builder)["TORCH_INDEX"]
+    assert torch_args[torch_args.index("--index-url") + 1] == index
+    cuda = index.rstrip("/").rsplit("/", 1)[-1]
+    assert requirements_of(torch_args) == [f"torch=={arg_defaults(builder)['TORCH_VERSION']}+{cuda}"]
+    project = [r for a in installs for r in requirements_of(a) if r.startswith(".")]
+    image_extras = {e for r in requirements_of(project_install(builder)[0]) for e in extras(r)}
+    assert len(project) == 1 and image_extras <= extras(project[0]), (project, image_extras)
+    assert "touch /nonexistent/venv/.installed-gpu" in commands.splitlines()
+    # without GPU=1: the pin as it is, the dev extra only, the plain stamp (the README's `-o` names it)
+    cpu = make_install_commands()
+    assert "--index-url" not in cpu and "gpu" not in cpu
+    assert "touch /nonexistent/venv/.installed" in cpu.splitlines()
 
 
 def test_pip_cache_mount_is_the_cache_of_the_user_running_pip(dockerfile: str):
@@ -280,6 +355,63 @@ def test_dockerfile_runs_dvc_repro_as_a_non_root_user(dockerfile: str, runtime):
         user = user.replace(f"${{{name}}}", value).replace(f"${name}", value)
     assert user not in ("", "root", "0"), users[-1]
     assert json.loads([args for keyword, args in runtime if keyword == "CMD"][-1]) == ["dvc", "repro"]
+
+
+def test_image_has_what_triton_needs_at_run_time(dockerfile: str, builder, runtime, pyproject):
+    """Triton (liger-kernel's fused loss, on by default) builds a C launcher on first use: `cc` with the
+    libc headers and Python.h. Without them the default GPU path fails with "Failed to find C compiler"."""
+    project_args, _ = project_install(builder)
+    installed_extras = {e for r in requirements_of(project_args) for e in extras(r)}
+    optional = pyproject["project"]["optional-dependencies"]
+    names = {re.match(r"[\w.-]+", d).group(0).lower() for e in installed_extras for d in optional[e]}
+    # the premise: the installed extras bring Triton kernels (if not, this test has nothing to check)
+    assert names & {"liger-kernel", "triton"}, installed_extras
+    packages = apt_packages(runtime)
+    assert packages & {"gcc", "clang", "build-essential"}, f"no C compiler in the runtime image: {packages}"
+    assert packages & {"libc6-dev", "build-essential"}, (
+        f"no libc headers (gcc only recommends them): {packages}"
+    )
+    # Python.h: the official python images ship it, and the venv copied from the builder needs the
+    # same interpreter, so both stages start from the same python image.
+    bases = [args.split()[0] for keyword, args in instructions(dockerfile) if keyword == "FROM"]
+    assert bases[0] == bases[-1] and bases[-1].startswith("python:"), bases
+
+
+def test_ftbench_command_in_the_image_runs_the_mounted_code(builder, runtime, pyproject):
+    """pip writes the `ftbench` command ([project.scripts]) when it installs the project; an uninstall
+    removes it again. Installed editable from the runtime's WORKDIR, where the repo is mounted, the
+    command (and its .pth entry) runs the mounted src/."""
+    assert pyproject["project"]["scripts"]["ftbench"] == "ftbench.cli:main"
+    for _, args in [s for s in builder + runtime if s[0] == "RUN"]:
+        assert not re.search(r"\bpip\s+uninstall\b", args), f"removes the ftbench command: {args}"
+    project_args, workdir = project_install(builder)
+    flag = next((i for i, a in enumerate(project_args) if a in ("-e", "--editable")), None)
+    assert flag is not None and project_args[flag + 1].startswith("."), f"not editable: {project_args}"
+    assert workdir == [args for keyword, args in runtime if keyword == "WORKDIR"][-1]
+    venv = next(args.split()[-1] for keyword, args in runtime if keyword == "COPY" and "--from=" in args)
+    assert env_of(runtime)["PATH"].split(":")[0] == f"{venv}/bin", "the venv's commands come first"
+
+
+def test_dockerfile_volumes_hold_the_state_compose_keeps(runtime, compose: dict):
+    """HF_HOME and MLflow's store are volumes, created owned by the user before VOLUME (a volume's
+    folder changed after VOLUME keeps the image's root-owned copy); the repo's WORKDIR is not one."""
+    declared, created_before = [], ""
+    for keyword, args in runtime:
+        if keyword == "VOLUME":
+            paths = json.loads(args) if args.startswith("[") else args.split()
+            declared += [(path, created_before) for path in paths]
+        if keyword == "RUN":
+            created_before += args + " && "
+    volumes = {path for path, _ in declared}
+    named = {
+        t for s in compose["services"].values() for t, src in mounts(s).items() if src in compose["volumes"]
+    }
+    assert named <= volumes, f"compose's named volumes {named} are not all VOLUMEs {volumes}"
+    assert env_of(runtime)["HF_HOME"] in volumes
+    assert [args for keyword, args in runtime if keyword == "WORKDIR"][-1] not in volumes
+    for path, runs_before in declared:
+        assert re.search(rf"mkdir -p [^&]*{re.escape(path)}\b", runs_before), f"{path} created before VOLUME"
+        assert re.search(rf"chown \S+ [^&]*{re.escape(path)}\b", runs_before), f"{path} chowned before VOLUME"
 
 
 def test_dockerfile_environment_for_dvc_on_a_mounted_repo(runtime):
