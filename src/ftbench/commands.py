@@ -50,16 +50,13 @@ class Command:
     argument: Argument | None = None
 
 
-METHOD_ARGUMENT = Argument(
-    "method", "a method of params.yaml", lambda p: list(p.methods), ("methods.<method>",)
-)
 COMMANDS = {
     "model": Command("fetch or unpack the base model into models/base", ("model",)),
     "data": Command("read, tokenize and split every dataset into data/prepared", ("seed", "data")),
     "train": Command(
         "train one method on every dataset, once per seed, into models/<method>",
         ("seeds", "data.datasets", "train", "resources"),
-        METHOD_ARGUMENT,
+        Argument("method", "a method of params.yaml", lambda p: list(p.methods), ("methods.<method>",)),
     ),
     "merge": Command(
         "fold a QLoRA method's adapter into a full-precision model, models/merged/<method>",
