@@ -59,9 +59,3 @@ def test_bench_prints_a_line_per_variant_and_keeps_the_prose_of_its_markdown(
     assert text.startswith("# Ours\n\nintro\n") and text.endswith("analysis\n") and "old" not in text
     assert "Optimizer steps of 8 rows, about " in text and "qlora:grad_accum=1: 4 rows" in text
     assert "| qlora | 8 |" in text and "| galore | 8 |" in text
-
-
-def test_cli_names_its_commands(capsys):
-    with pytest.raises(SystemExit) as code:
-        cli.main(["nope"])
-    assert code.value.code == 2 and "ftbench {model,data,train" in capsys.readouterr().err

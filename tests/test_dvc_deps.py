@@ -14,7 +14,7 @@ from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 from pydantic import BaseModel
 
-from ftbench import config
+from ftbench import commands, config
 
 from .conftest import ROOT
 
@@ -212,6 +212,14 @@ def foreach_mappings() -> set[str]:
 
 def declared_params(stage) -> set[str]:
     return {key for d in stage.deps if isinstance(d, ParamsDependency) for key in d.params}
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_stage_params_are_the_keys_its_command_declares(stage):
+    """ftbench.commands declares what each command reads (its --help lists it, with no dvc.yaml at hand);
+    the slow test below checks dvc.yaml's params against the reads themselves."""
+    _, _, module, *args = stage.cmd.split()
+    assert declared_params(stage) == commands.params_read(module.removeprefix("ftbench."), *args)
 
 
 def is_covered(read: str, declared: set[str], foreach: set[str]) -> bool:

@@ -9,8 +9,6 @@ params.yaml plus overrides, e.g. `qlora:grad_accum=8`, `galore:galore.svd=lowran
 `qlora:train.micro_batch_tokens=8192`. It prints one JSON line per variant (tokens/s, MFU, NVML and
 torch peaks, SVD time for GaLore) and one for generation of the test split's prompts; --markdown writes
 the table beside the stock recipe's figures (--peer).
-
-usage: python -m ftbench.bench --tokenizer DIR [--data FILE] [--shape gemma3-1b] [--steps 20] [variant ...]
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
-from ftbench import config, data, evaluate, galore, qlora, resources, train
+from ftbench import commands, config, data, evaluate, galore, qlora, resources, train
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, load_model, load_tokenizer
@@ -75,7 +73,7 @@ START, END = (
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m ftbench.bench", description=__doc__.split("\n")[0])
+    ap = commands.parser("bench")
     ap.add_argument(
         "variants",
         nargs="*",

@@ -1,19 +1,43 @@
 """`ftbench <command> [args]`: the same as `python -m ftbench.<command> [args]`.
 
-usage: ftbench {model,data,train,merge,evaluate,report,bench} [args]
+`ftbench --help` lists the commands; `ftbench <command> --help` says what one takes and reads.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
-COMMANDS = ("model", "data", "train", "merge", "evaluate", "report", "bench")
+from ftbench import commands
+from ftbench.errors import UserError, exit_for_user_error
+
+
+def top_parser() -> commands.Parser:
+    ap = commands.Parser(
+        prog="ftbench",
+        description="QLoRA, GaLore and a QLoRA -> GaLore hybrid, compared: `dvc repro` runs the commands\n"
+        "below in order (see dvc.yaml); each also runs alone.",
+        epilog=f"{commands.overview()}\n\n`ftbench <command> --help` says what a command takes and reads.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands.add_log_level(ap)
+    ap.add_argument(
+        "command", nargs="?", choices=commands.COMMANDS, metavar="command", help="one of the commands below"
+    )
+    # everything after the command is the command's own, --help included
+    ap.add_argument("args", nargs=argparse.REMAINDER, help="the command's arguments")
+    return ap
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        print(f"usage: ftbench {{{','.join(COMMANDS)}}} [args]", file=sys.stderr)
+    ap = top_parser()
+    try:
+        args = ap.parse_args(argv)
+    except UserError as err:
+        exit_for_user_error(err)
+    if args.command is None:  # a usage error, but a newcomer's first try: show what there is
+        ap.print_help(sys.stderr)
         raise SystemExit(2)
-    importlib.import_module(f"ftbench.{argv[0]}").main(argv[1:])
+    importlib.import_module(f"ftbench.{args.command}").main(args.args)

@@ -3,8 +3,6 @@
 Local JSON, JSON Lines and CSV are read with the standard library rather than `datasets`, so that a
 malformed file is reported as one line with its row number; Parquet goes through pyarrow and hub
 datasets through `datasets.load_dataset`.
-
-usage: python -m ftbench.data
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftbench import builtin_data, chat, config, paths, tracking
+from ftbench import builtin_data, chat, commands, config, paths, tracking
 from ftbench.atomic import atomic_path, write_json, write_jsonl
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import load_tokenizer
@@ -274,7 +272,7 @@ def run(p: config.Params) -> None:
 
 @stage_main
 def main(argv: list[str]) -> None:
-    p = config.load()
+    p, _ = commands.parse("data", argv)
     with tracking.stage("data", p) as st:
         run(p)
         st.artifacts.append(paths.DATA_SUMMARY)

@@ -6,6 +6,7 @@ import functools
 import re
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 # Hugging Face and OpenAI-style tokens: never printed, logged or tracked, whatever message carries them.
 SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9]{8,})")
@@ -24,8 +25,7 @@ def stage_main(fn: Callable[[list[str]], None]) -> Callable[[list[str] | None], 
         try:
             fn(sys.argv[1:] if argv is None else argv)
         except UserError as err:
-            print(f"ftbench: error: {redact(str(err))}", file=sys.stderr)
-            sys.exit(2)
+            exit_for_user_error(err)
         except KeyboardInterrupt:
             print("ftbench: interrupted; no outputs were written", file=sys.stderr)
             sys.exit(130)
@@ -36,6 +36,11 @@ def stage_main(fn: Callable[[list[str]], None]) -> Callable[[list[str] | None], 
             sys.exit(3)
 
     return main
+
+
+def exit_for_user_error(err: UserError) -> NoReturn:
+    print(f"ftbench: error: {redact(str(err))}", file=sys.stderr)
+    sys.exit(2)
 
 
 def redact(text: str) -> str:
@@ -59,12 +64,3 @@ def _quiet_progress_bars() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-
-
-def one_argument(argv: list[str], choices: list[str], stage: str) -> str:
-    """The stage's single argument, which must be one of `choices` (names from params.yaml)."""
-    if len(argv) != 1 or argv[0] not in choices:
-        raise UserError(
-            f"usage: python -m ftbench.{stage} <name>; names in params.yaml: {', '.join(choices)}"
-        )
-    return argv[0]

@@ -1,7 +1,5 @@
-"""Evaluate stage: greedy answers on each test split, scored with BLEU-4 (sacrebleu) and ROUGE (rouge-score).
-
-usage: python -m ftbench.evaluate <base | method>
-"""
+"""Evaluate stage: greedy answers on each test split, scored with BLEU-4 (sacrebleu) and ROUGE
+(rouge-score)."""
 
 from __future__ import annotations
 
@@ -12,9 +10,9 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
-from ftbench import chat, config, distributed, merge, paths, qlora, resources, stats, tracking
+from ftbench import chat, commands, config, distributed, merge, paths, qlora, resources, stats, tracking
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
-from ftbench.errors import UserError, one_argument, stage_main
+from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, device, load_model, load_tokenizer
 from ftbench.loss import mean_loss
 
@@ -220,8 +218,7 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
 
 @stage_main
 def main(argv: list[str]) -> None:
-    p = config.load()
-    name = one_argument(argv, ["base", *p.methods], "evaluate")
+    p, name = commands.parse("evaluate", argv)
     distributed.launch_or_init(p, "ftbench.evaluate", argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
     configure_attention()

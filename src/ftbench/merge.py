@@ -3,8 +3,6 @@
 peft's `merge_and_unload()` on a 4-bit model re-quantizes the merged weights, and deltas smaller
 than an NF4 step vanish; here the delta is added in fp32 to the dequantized NF4 weights the adapter
 was trained against (or, by `merge.<name>.base: original`, to the unquantized weights).
-
-usage: python -m ftbench.merge <qlora method>
 """
 
 from __future__ import annotations
@@ -15,9 +13,9 @@ import bitsandbytes.functional as bnbf
 import torch
 from peft.tuners.lora import LoraLayer
 
-from ftbench import config, paths, qlora, resources, tracking
+from ftbench import commands, config, paths, qlora, resources, tracking
 from ftbench.atomic import atomic_path, write_json
-from ftbench.errors import UserError, one_argument, stage_main
+from ftbench.errors import UserError, stage_main
 from ftbench.loading import load_model, load_tokenizer
 
 
@@ -81,8 +79,7 @@ def run(name: str, p: config.Params) -> dict:
 
 @stage_main
 def main(argv: list[str]) -> None:
-    p = config.load()
-    name = one_argument(argv, list(p.merge), "merge")
+    p, name = commands.parse("merge", argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
     with tracking.stage(f"merge-{name}", p, method=name, merge_base=p.merge[name].base) as st:
         run(name, p)

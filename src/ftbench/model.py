@@ -1,7 +1,4 @@
-"""Model stage: resolve `model.source` into models/base, a safetensors model folder with its tokenizer.
-
-usage: python -m ftbench.model
-"""
+"""Model stage: resolve `model.source` into models/base, a safetensors model folder with its tokenizer."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ftbench import chat, config, paths, tracking
+from ftbench import chat, commands, config, paths, tracking
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
 
@@ -112,7 +109,7 @@ def run(p: config.Params, st: tracking.StageRun) -> None:
 
 @stage_main
 def main(argv: list[str]) -> None:
-    p = config.load()
+    p, _ = commands.parse("model", argv)
     with tracking.stage("model", p, source=p.model.source) as st:
         run(p, st)
 

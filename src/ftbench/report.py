@@ -3,8 +3,6 @@
 Quality with paired-bootstrap intervals, pairwise differences with p-values, the seed's expectation,
 resources per stage and per method (a method's cost is its whole chain: the hybrid's is the QLoRA stage
 + the merge + its GaLore stage), Pareto and loss-curve plots, the data summary and provenance.
-
-usage: python -m ftbench.report
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ftbench import config, paths, stats, tracking
+from ftbench import commands, config, paths, stats, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, stage_main
 
@@ -616,7 +614,7 @@ def run(p: config.Params) -> str:
 
 @stage_main
 def main(argv: list[str]) -> None:
-    p = config.load()
+    p, _ = commands.parse("report", argv)
     # the report reads metrics/resources, so its own record goes to MLflow only
     with tracking.stage("report", p, record_file=False) as st:
         print(run(p))

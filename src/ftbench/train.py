@@ -1,7 +1,4 @@
-"""Train stage: one method (qlora or galore recipe) on every dataset, from models/base or a merge.
-
-usage: python -m ftbench.train <method>
-"""
+"""Train stage: one method (qlora or galore recipe) on every dataset, from models/base or a merge."""
 
 from __future__ import annotations
 
@@ -15,9 +12,9 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler
 
-from ftbench import checkpoint, config, distributed, galore, paths, qlora, resources, tracking
+from ftbench import checkpoint, commands, config, distributed, galore, paths, qlora, resources, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
-from ftbench.errors import UserError, one_argument, stage_main
+from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, device, load_tokenizer
 from ftbench.loss import (
     answer_loss,
@@ -320,8 +317,7 @@ def _write_curve(path: Path, curve: list[dict]) -> None:
 
 @stage_main
 def main(argv: list[str]) -> None:
-    p = config.load()
-    name = one_argument(argv, list(p.methods), "train")
+    p, name = commands.parse("train", argv)
     distributed.launch_or_init(p, "ftbench.train", argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
     configure_attention()
