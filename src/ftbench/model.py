@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from ftbench import chat, config, paths, tracking
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
+from ftbench.progress import LOG
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RETRIES, RETRY_WAIT_S = 3, 2.0
@@ -70,7 +71,7 @@ def with_retries(load, attempts: int = RETRIES):
         except OSError as err:
             if attempt == attempts or not TRANSIENT.search(str(err)):
                 raise
-            print(f"model: transient hub error ({_first(err)}); retry {attempt}/{attempts - 1}", flush=True)
+            LOG.warning("model: transient hub error (%s); retry %d/%d", _first(err), attempt, attempts - 1)
             time.sleep(RETRY_WAIT_S * attempt)
 
 
@@ -107,7 +108,7 @@ def run(p: config.Params, st: tracking.StageRun) -> None:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
     n = sum(t.numel() for t in model.parameters())
-    print(f"model: {p.model.source} -> {paths.BASE} ({n / 1e6:.0f}M parameters, {p.model.dtype})")
+    LOG.info("model: %s -> %s (%.0fM parameters, %s)", p.model.source, paths.BASE, n / 1e6, p.model.dtype)
 
 
 @stage_main
