@@ -122,3 +122,12 @@ def test_an_unknown_ftbench_log_level_is_a_user_error(monkeypatch, capsys):
         _stage([])
     assert code.value.code == 2
     assert capsys.readouterr().err.startswith("ftbench: error: log level 'loud' is not one of debug, info")
+
+
+def test_a_level_set_by_a_flag_holds_for_the_stage_and_its_ranks(monkeypatch, capsys):
+    monkeypatch.setenv("FTBENCH_LOG", "info")  # restored after the test; set_level overrides it
+    progress.set_level("warning")  # what `-q` does
+    _stage([])
+    assert capsys.readouterr().err.splitlines() == ["ftbench: warning: a warning line"]
+    rank = _python("import ftbench.progress as p; p.configure(); print(p.LOG.getEffectiveLevel())")
+    assert rank.stdout.split() == ["30"]  # a process started from this one, as torchrun starts a rank

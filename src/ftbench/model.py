@@ -100,8 +100,14 @@ def run(p: config.Params, st: tracking.StageRun) -> None:
     dtype = DTYPES[p.model.dtype]
     with st.record.phase("load"):
         if p.model.source == "embedded":
+            LOG.info(
+                "model: dequantizing the embedded GGUF, tensor by tensor (transformers' bar counts them)"
+            )
             model, tokenizer = load_embedded(dtype)
         else:
+            LOG.info(
+                f"model: {p.model.source} from the HF cache, or downloaded (the hub's bars on a terminal)"
+            )
             model, tokenizer = load_pretrained(p.model.source, p.model.revision, dtype)
     chat.ensure_chat_template(tokenizer)
     with st.record.phase("save"), atomic_path(paths.BASE, is_dir=True) as out:

@@ -74,12 +74,14 @@ def _install_handler() -> None:
 
 
 def set_level(name: str) -> None:
-    """The `ftbench` logger's level by name (debug, info, warning, error), for FTBENCH_LOG or a flag."""
+    """The `ftbench` logger's level by name (debug, info, warning, error), for FTBENCH_LOG or a flag.
+    It is also put in FTBENCH_LOG, which a stage's `configure` and the ranks torchrun starts read."""
     if name.lower() not in LEVELS:
         raise UserError(
             f"log level {name!r} is not one of {', '.join(LEVELS)}; set FTBENCH_LOG to one of them"
         )
     LOG.setLevel(LEVELS[name.lower()])
+    os.environ["FTBENCH_LOG"] = name.lower()
 
 
 def configure() -> None:
