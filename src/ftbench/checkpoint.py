@@ -111,7 +111,7 @@ def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] 
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["fingerprint"] != fp:
-        LOG.info("  ignoring %s: it was written under other params", path)
+        LOG.info(f"  ignoring {path}: it was written under other params")
         return None
     _check_weights(path, model, state["model"])
     model.load_state_dict(state["model"], strict=False)  # strict=False: it holds the trainable ones only
@@ -120,7 +120,7 @@ def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] 
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    LOG.info("  resuming from step %d (%s)", state["step"], path)
+    LOG.info(f"  resuming from step {state['step']} ({path})")
     return state["step"], state["progress"]
 
 

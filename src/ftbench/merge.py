@@ -75,7 +75,7 @@ def run(name: str, p: config.Params) -> dict:
             model.save_pretrained(out / run.key, safe_serialization=True)
             tokenizer.save_pretrained(out / run.key)
             facts[run.key] = {"base": merge_base, **stats}
-            LOG.info("merge %s/%s: %d matrices onto %s weights", name, run.key, stats["matrices"], merge_base)
+            LOG.info(f"merge {name}/{run.key}: {stats['matrices']} matrices onto {merge_base} weights")
     write_json(paths.METRICS / "merge" / f"{name}.json", facts)
     return facts
 

@@ -71,7 +71,7 @@ def with_retries(load, attempts: int = RETRIES):
         except OSError as err:
             if attempt == attempts or not TRANSIENT.search(str(err)):
                 raise
-            LOG.warning("model: transient hub error (%s); retry %d/%d", _first(err), attempt, attempts - 1)
+            LOG.warning(f"model: transient hub error ({_first(err)}); retry {attempt}/{attempts - 1}")
             time.sleep(RETRY_WAIT_S * attempt)
 
 
@@ -114,7 +114,7 @@ def run(p: config.Params, st: tracking.StageRun) -> None:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
     n = sum(t.numel() for t in model.parameters())
-    LOG.info("model: %s -> %s (%.0fM parameters, %s)", p.model.source, paths.BASE, n / 1e6, p.model.dtype)
+    LOG.info(f"model: {p.model.source} -> {paths.BASE} ({n / 1e6:.0f}M parameters, {p.model.dtype})")
 
 
 @stage_main

@@ -160,6 +160,7 @@ def fit(model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[
             run_rate = progress["tokens"] / progress["train_s"]  # the whole run's, resumed steps included
             steps_bar.set_postfix_str(f"loss {metrics['loss']:.4f}, {run_rate:,.0f} tokens/s", refresh=False)
             steps_bar.update()
+            # %-style: the line is formatted only when debug is on, not at every step
             LOG.debug("%s: step %d/%d loss %.4f", label, step, total, metrics["loss"])
             every = p.train.checkpoint_every
             stopping = distributed.sum_scalars(float(bool(stop.signal)))[0] > 0  # any rank stops them all
@@ -276,7 +277,7 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     tokenizer = load_tokenizer(paths.BASE)  # one load of the 262k-token vocabulary for every run
     with _output_dir(paths.model_dir(name)) as out:
         for r in p.runs(name):
-            LOG.info("train %s on %s", name, r.key)
+            LOG.info(f"train {name} on {r.key}")
             results[r.key] = train_one(name, r, p, out / r.key, st, tokenizer)
     if not distributed.is_main():
         return results
