@@ -6,3 +6,7 @@ import os
 # the CUDA caching allocator fragments and the device holds several GiB more than torch uses. This must
 # be set before torch first touches the GPU, hence at package import. A user's own setting wins.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+from ftbench import progress  # noqa: E402  (after the allocator setting, which must come first)
+
+progress.quiet_third_party()

@@ -20,6 +20,7 @@ import torch
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError
 from ftbench.galore import Projector
+from ftbench.progress import LOG
 
 ROOT = Path("checkpoints")
 FILE = "state.pt"
@@ -110,7 +111,7 @@ def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] 
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["fingerprint"] != fp:
-        print(f"  ignoring {path}: it was written under other params", flush=True)
+        LOG.info(f"  ignoring {path}: it was written under other params")
         return None
     _check_weights(path, model, state["model"])
     model.load_state_dict(state["model"], strict=False)  # strict=False: it holds the trainable ones only
@@ -119,7 +120,7 @@ def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] 
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    print(f"  resuming from step {state['step']} ({path})", flush=True)
+    LOG.info(f"  resuming from step {state['step']} ({path})")
     return state["step"], state["progress"]
 
 

@@ -8,7 +8,6 @@ The params.yaml keys each stage reads are declared here, once: `--help` lists th
 from __future__ import annotations
 
 import argparse
-import os
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -162,7 +161,10 @@ class SetLogLevel(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, const=const, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        os.environ[LOG_ENV] = self.const
+        # the stage configured logging before parsing its arguments: set the level itself too
+        from ftbench import progress  # logging's module pulls in torch: not for `ftbench --help`
+
+        progress.set_level(self.const)
 
 
 def add_log_level(ap: argparse.ArgumentParser) -> None:

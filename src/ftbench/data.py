@@ -18,6 +18,7 @@ from ftbench import builtin_data, chat, commands, config, paths, tracking
 from ftbench.atomic import atomic_path, write_json, write_jsonl
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import load_tokenizer
+from ftbench.progress import LOG
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 SHAREGPT_ROLES = {
@@ -266,7 +267,9 @@ def run(p: config.Params) -> None:
             for split, rows in prepared["splits"].items():
                 write_jsonl(out / name / f"{split}.jsonl", rows)
             summary[name] = {"format": prepared["format"], **vars(counts)}
-            print(f"data: {name}: {counts.splits} ({prepared['format']}, {counts.mean_tokens} tokens mean)")
+            LOG.info(
+                f"data: {name}: {counts.splits} ({prepared['format']}, {counts.mean_tokens} tokens mean)"
+            )
         write_json(paths.DATA_SUMMARY, summary)
 
 

@@ -21,8 +21,10 @@ def stage_main(fn: Callable[[list[str]], None]) -> Callable[[list[str] | None], 
 
     @functools.wraps(fn)
     def main(argv: list[str] | None = None) -> None:
-        _quiet_progress_bars()
+        from ftbench import progress  # imports this module: here, not at the top
+
         try:
+            progress.configure()
             fn(sys.argv[1:] if argv is None else argv)
         except UserError as err:
             exit_for_user_error(err)
@@ -57,10 +59,3 @@ def out_of_memory_message() -> str:
         "effective batch; evaluate.batch_size), set "
         "train.gradient_checkpointing: true, shorten data.max_length, or raise resources.max_gpu_memory_gib"
     )
-
-
-def _quiet_progress_bars() -> None:
-    """Per-tensor loading bars drown the stage's own lines in `dvc repro` output."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()

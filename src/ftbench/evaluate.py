@@ -15,6 +15,7 @@ from ftbench.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, device, load_model, load_tokenizer
 from ftbench.loss import mean_loss
+from ftbench.progress import LOG, bar
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 METRICS = ("bleu4", *ROUGE_KEYS)
@@ -100,19 +101,21 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
     order = order[distributed.rank() :: distributed.world_size()]  # this rank's share, lengths alike
     answers: dict[int, str] = {}
     bs = p.evaluate.batch_size
-    for start in range(0, len(order), bs):
-        idx = order[start : start + bs]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]) :] = 1
-        out = model.generate(
-            input_ids=ids.to(device()), attention_mask=mask.to(device()), generation_config=gen
-        )
-        for row, i in enumerate(idx):
-            answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+    with bar("generate", len(order), unit=" answers") as answers_bar:
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, i in enumerate(idx):
+                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]) :] = 1
+            out = model.generate(
+                input_ids=ids.to(device()), attention_mask=mask.to(device()), generation_config=gen
+            )
+            for row, i in enumerate(idx):
+                answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+            answers_bar.update(len(idx))
     merged = {i: a for share in distributed.gather(answers) for i, a in share.items()}
     return [merged[i] for i in range(len(prompts))]
 
@@ -163,6 +166,7 @@ def aggregate(rows: list[dict]) -> dict:
 
 
 def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record: resources.Record) -> dict:
+    LOG.info(f"evaluate {name} on {run.key}")
     rows = read_jsonl(paths.split_file(run.dataset, "test"))
     with record.phase("load"):
         model = load_for_eval(name, run, p)
@@ -178,7 +182,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
         loss = mean_loss(model, rows, p.evaluate.batch_size)
     if not distributed.is_main():
         return {}
-    with record.phase("score"):
+    with record.phase("score"), bar("score", len(rows), unit=" answers") as score_bar:
         scorer = rouge(p)
         scored = []
         for r, pred in zip(rows, predictions, strict=True):
@@ -191,6 +195,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
             if p.evaluate.llamafactory:
                 row["llamafactory"] = llamafactory_scores(pred, r["answer"])
             scored.append(row)
+            score_bar.update()
     write_jsonl(paths.predictions_file(name, run), scored)
     return {**aggregate(scored), "loss": loss, "perplexity": math.exp(loss), "n": len(rows), **facts}
 
@@ -212,7 +217,7 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
         summary["scored_form"] = scored_form(form)
     summary["runs"] = runs
     write_json(paths.EVAL / f"{name}.json", summary)
-    print(f"evaluate {name}: BLEU-4 {summary['bleu4']:.2f}  ROUGE-L {summary['rougeL']:.2f}")
+    LOG.info(f"evaluate {name}: BLEU-4 {summary['bleu4']:.2f}  ROUGE-L {summary['rougeL']:.2f}")
     return summary
 
 

@@ -17,6 +17,7 @@ from ftbench import commands, config, paths, qlora, resources, tracking
 from ftbench.atomic import atomic_path, write_json
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import load_model, load_tokenizer
+from ftbench.progress import LOG
 
 
 def lora_delta(layer: LoraLayer, adapter: str = "default") -> torch.Tensor:
@@ -72,7 +73,7 @@ def run(name: str, p: config.Params) -> dict:
             model.save_pretrained(out / run.key, safe_serialization=True)
             tokenizer.save_pretrained(out / run.key)
             facts[run.key] = {"base": merge_base, **stats}
-            print(f"merge {name}/{run.key}: {stats['matrices']} matrices onto {merge_base} weights")
+            LOG.info(f"merge {name}/{run.key}: {stats['matrices']} matrices onto {merge_base} weights")
     write_json(paths.METRICS / "merge" / f"{name}.json", facts)
     return facts
 

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from ftbench import chat, commands, config, paths, tracking
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
+from ftbench.progress import LOG
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RETRIES, RETRY_WAIT_S = 3, 2.0
@@ -67,7 +68,7 @@ def with_retries(load, attempts: int = RETRIES):
         except OSError as err:
             if attempt == attempts or not TRANSIENT.search(str(err)):
                 raise
-            print(f"model: transient hub error ({_first(err)}); retry {attempt}/{attempts - 1}", flush=True)
+            LOG.warning(f"model: transient hub error ({_first(err)}); retry {attempt}/{attempts - 1}")
             time.sleep(RETRY_WAIT_S * attempt)
 
 
@@ -96,15 +97,21 @@ def run(p: config.Params, st: tracking.StageRun) -> None:
     dtype = DTYPES[p.model.dtype]
     with st.record.phase("load"):
         if p.model.source == "embedded":
+            LOG.info(
+                "model: dequantizing the embedded GGUF, tensor by tensor (transformers' bar counts them)"
+            )
             model, tokenizer = load_embedded(dtype)
         else:
+            LOG.info(
+                f"model: {p.model.source} from the HF cache, or downloaded (the hub's bars on a terminal)"
+            )
             model, tokenizer = load_pretrained(p.model.source, p.model.revision, dtype)
     chat.ensure_chat_template(tokenizer)
     with st.record.phase("save"), atomic_path(paths.BASE, is_dir=True) as out:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
     n = sum(t.numel() for t in model.parameters())
-    print(f"model: {p.model.source} -> {paths.BASE} ({n / 1e6:.0f}M parameters, {p.model.dtype})")
+    LOG.info(f"model: {p.model.source} -> {paths.BASE} ({n / 1e6:.0f}M parameters, {p.model.dtype})")
 
 
 @stage_main

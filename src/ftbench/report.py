@@ -13,6 +13,7 @@ import html
 import io
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from ftbench import commands, config, paths, stats, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, stage_main
+from ftbench.progress import bar
 
 HEADLINE = ("bleu4", "rougeL")
 LABELS = {"bleu4": "BLEU-4", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}  # table order
@@ -50,6 +52,7 @@ class Figure:
 
 
 Section = tuple[str, list]  # title, [str | Table | Figure]
+Tick = Callable[[int], object]  # a progress bar's update: n more intervals drawn
 
 
 # ---------------------------------------------------------------- reading
@@ -103,13 +106,14 @@ def estimate(s: stats.Scores, metric: str, indices: np.ndarray) -> dict:
     return {"value": stats.point(metric, s[metric]), "ci_low": lo, "ci_high": hi}
 
 
-def quality(p: config.Params, evals: dict, scores: dict, indices: dict) -> dict:
+def quality(p: config.Params, evals: dict, scores: dict, indices: dict, tick: Tick) -> dict:
     """model -> its run key -> each metric's point estimate and 95% interval, test loss and perplexity."""
     out: dict = {}
     for name in models(p):
         for run in p.runs(name):
             s, idx = scores[name, run.key], indices[run.dataset]
             numbers = {m: estimate(s, m, idx) for m in LABELS}
+            tick(len(numbers))
             e = evals[name]["runs"][run.key]
             out.setdefault(name, {})[run.key] = {
                 **numbers,
@@ -176,13 +180,16 @@ def pairs(p: config.Params) -> list[tuple[str, str]]:
     return [(b, a) for i, a in enumerate(names) for b in names[i + 1 :]] + [(m, "base") for m in names]
 
 
-def differences(p: config.Params, scores: dict, indices: dict) -> list[tuple[str, str, str, str, dict]]:
+def differences(
+    p: config.Params, scores: dict, indices: dict, tick: Tick
+) -> list[tuple[str, str, str, str, dict]]:
     """(run key, a, b, metric, a − b with its interval and p) for every pair and headline metric."""
     out = []
     for run in p.runs(next(iter(p.methods))):
         for a, b in pairs(p):
             sa, sb = scores[a, run_for(a, run).key], scores[b, run_for(b, run).key]
             out += [(run.key, a, b, m, stats.compare(sa, sb, m, indices[run.dataset])) for m in HEADLINE]
+            tick(len(HEADLINE))
     return out
 
 
@@ -213,17 +220,28 @@ def roles(p: config.Params) -> tuple[str, str, str] | None:
     return None
 
 
-def expectations(p: config.Params, scores: dict, indices: dict) -> list[tuple[str, str, dict]]:
+def expectations(p: config.Params, scores: dict, indices: dict, tick: Tick) -> list[tuple[str, str, dict]]:
     """(run key, metric, margin with its interval and verdict); none without a hybrid/qlora/galore trio."""
     trio = roles(p)
     if trio is None:
         return []
     w = p.report.expectation_weight
-    return [
-        (run.key, m, stats.expectation(*(scores[x, run.key] for x in trio), m, indices[run.dataset], w))
-        for run in p.runs(trio[0])
-        for m in HEADLINE
-    ]
+    out = []
+    for run in p.runs(trio[0]):
+        trio_scores = [scores[x, run.key] for x in trio]
+        out += [(run.key, m, stats.expectation(*trio_scores, m, indices[run.dataset], w)) for m in HEADLINE]
+        tick(len(HEADLINE))
+    return out
+
+
+def interval_count(p: config.Params) -> int:
+    """How many bootstrap intervals quality, differences and expectations draw: the report bar's total."""
+    trio = roles(p)
+    return (
+        sum(len(p.runs(name)) for name in models(p)) * len(LABELS)
+        + len(p.runs(next(iter(p.methods)))) * len(pairs(p)) * len(HEADLINE)
+        + (len(p.runs(trio[0])) * len(HEADLINE) if trio else 0)
+    )
 
 
 def expectation_section(p: config.Params, verdicts: list[tuple[str, str, dict]]) -> Section:
@@ -518,15 +536,17 @@ def compute(p: config.Params) -> Results:
             scores[name, run.key] = per_example(name, run)
             n = len(scores[name, run.key]["rougeL"])
             indices.setdefault(run.dataset, stats.resample_indices(n, p.report.resamples, p.seed))
-    return Results(
-        evals,
-        resources,
-        indices,
-        quality(p, evals, scores, indices),
-        differences(p, scores, indices),
-        expectations(p, scores, indices),
-        pareto_points(p, evals, resources),
-    )
+    # the bootstrap is the report's long phase: p.report.resamples draws per interval
+    with bar("report: bootstrap", interval_count(p), unit=" intervals") as intervals:
+        return Results(
+            evals,
+            resources,
+            indices,
+            quality(p, evals, scores, indices, intervals.update),
+            differences(p, scores, indices, intervals.update),
+            expectations(p, scores, indices, intervals.update),
+            pareto_points(p, evals, resources),
+        )
 
 
 def build(p: config.Params, r: Results) -> list[Section]:

@@ -21,6 +21,7 @@ import torch
 
 from ftbench import distributed, paths
 from ftbench.atomic import write_json
+from ftbench.progress import LOG
 
 GIB = 2**30
 PERIOD_S = 0.01
@@ -180,9 +181,7 @@ def peak_tflops(override: float | None) -> float | None:
     name = torch.cuda.get_device_name()
     peak = known_peak(name)
     if peak is None:
-        print(
-            f"ftbench: note: no bf16 peak known for {name}; MFU is not reported (set resources.peak_tflops)"
-        )
+        LOG.warning(f"no bf16 peak known for {name}; MFU is not reported (set resources.peak_tflops)")
     return peak
 
 

@@ -21,7 +21,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import psutil
 
 from ftbench import config, distributed
 from ftbench.errors import redact
+from ftbench.progress import LOG
 from ftbench.resources import Record, measure
 
 EXPERIMENT = "ftbench"
@@ -176,10 +176,7 @@ class Tracker:
 
     @staticmethod
     def _warn(what: str) -> None:
-        print(
-            f"ftbench: warning: {what}; tracking is off for this stage, metrics/ keeps every number",
-            file=sys.stderr,
-        )
+        LOG.warning(f"{what}; tracking is off for this stage, metrics/ keeps every number")
 
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
         self._call(self._log_step, step, metrics)
@@ -197,10 +194,9 @@ class Tracker:
             for operations in self.pending:
                 operations.wait()
         except Exception as err:  # the store's own error types, as in _call
-            print(
-                f"ftbench: warning: MLflow did not store some step metrics ({type(err).__name__}: "
-                f"{redact(str(err))[:200]}); metrics/ keeps every number",
-                file=sys.stderr,
+            LOG.warning(
+                f"MLflow did not store some step metrics ({type(err).__name__}: "
+                f"{redact(str(err))[:200]}); metrics/ keeps every number"
             )
 
     def finish(self, record: dict, artifacts: list[Path], status: str) -> None:

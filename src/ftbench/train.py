@@ -24,6 +24,7 @@ from ftbench.loss import (
     fused_loss_available,
     mean_loss,
 )
+from ftbench.progress import LOG, bar
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 LENGTH_POOL = 64  # micro-batches per pool that is sorted by length: little padding, order still random
@@ -135,7 +136,7 @@ def fit(model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[
     done, progress = checkpoint.load(*ckpt, model, optimizer, scheduler) or (0, {"curve": [], "tokens": 0})
     start, seconds_before = time.perf_counter(), progress.setdefault("train_s", 0.0)
     model.train()
-    with StopRequest() as stop:
+    with StopRequest() as stop, bar(label, total, unit=" steps", initial=done) as steps_bar:
         for step, micro in enumerate(steps, 1):
             if step <= done:
                 continue  # the batches are a pure function of the seed: skipping them is the data position
@@ -154,8 +155,11 @@ def fit(model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[
                 progress["curve"].append(
                     {"step": step, "loss": round(metrics["loss"], 5), "lr": metrics["lr"]}
                 )
-                if distributed.is_main():
-                    print(f"  step {step}/{total} loss {metrics['loss']:.4f}", flush=True)
+            run_rate = progress["tokens"] / progress["train_s"]  # the whole run's, resumed steps included
+            steps_bar.set_postfix_str(f"loss {metrics['loss']:.4f}, {run_rate:,.0f} tokens/s", refresh=False)
+            steps_bar.update()
+            # %-style: the line is formatted only when debug is on, not at every step
+            LOG.debug("%s: step %d/%d loss %.4f", label, step, total, metrics["loss"])
             every = p.train.checkpoint_every
             stopping = distributed.sum_scalars(float(bool(stop.signal)))[0] > 0  # any rank stops them all
             if (stopping or (every and step % every == 0 and step < total)) and distributed.is_main():
@@ -278,7 +282,7 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     tokenizer = load_tokenizer(paths.BASE)  # one load of the 262k-token vocabulary for every run
     with _output_dir(paths.model_dir(name)) as out:
         for r in p.runs(name):
-            print(f"train {name} on {r.key}", flush=True)
+            LOG.info(f"train {name} on {r.key}")
             results[r.key] = train_one(name, r, p, out / r.key, st, tokenizer)
     if not distributed.is_main():
         return results
