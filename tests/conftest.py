@@ -127,3 +127,15 @@ def adapter(prepared):
     folder = paths.run_dir("qlora", config.Run("builtin", 0))
     model.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _log_level_info():
+    """Each test starts at the stages' default log level: a -q or FTBENCH_LOG test leaves no trace."""
+    import logging
+
+    from ftbench import progress
+
+    progress.LOG.setLevel(logging.INFO)
+    yield
+    progress.LOG.setLevel(logging.INFO)

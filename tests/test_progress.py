@@ -18,13 +18,6 @@ from ftbench.errors import stage_main
 KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 
 
-@pytest.fixture(autouse=True)
-def _restore_level():
-    level = progress.LOG.level
-    yield
-    progress.LOG.setLevel(level)
-
-
 def test_without_a_terminal_a_plain_line_every_interval_with_step_total_and_eta(monkeypatch, capsys):
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.3)
     updates = 20

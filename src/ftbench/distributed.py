@@ -22,7 +22,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ftbench import config
-from ftbench.packing import causal_lm
 
 # the DDP wrapper of each model's decoder, kept beside the model rather than in it, so that the model's
 # parameter names (saved weights, checkpoints) stay those of one process
@@ -88,11 +87,11 @@ def shard(rows: list[dict]) -> list[dict]:
     return rows[rank() :: world_size()]
 
 
-def data_parallel(model) -> None:
-    """Wrap the model's decoder in DDP when several ranks train (see the module docstring)."""
+def data_parallel(model, decoder: torch.nn.Module) -> None:
+    """Wrap the model's decoder (the part every trainable weight lies in) in DDP when several ranks
+    train (see the module docstring)."""
     if world_size() == 1:
         return
-    decoder = causal_lm(model).model
     inside = {id(t) for t in decoder.parameters()}
     if any(t.requires_grad and id(t) not in inside for t in model.parameters()):
         raise RuntimeError("a trainable weight lies outside the decoder: DDP would not sync it")
@@ -106,10 +105,9 @@ def data_parallel(model) -> None:
     )
 
 
-def decoder(model):
-    """What a forward pass calls: the DDP-wrapped decoder when training on several ranks, else the
-    decoder itself (the output head is applied outside it, to answer positions only)."""
-    return _DECODERS.get(model) or causal_lm(model).model
+def wrapped_decoder(model) -> DistributedDataParallel | None:
+    """The DDP wrapper a forward pass must call when training on several ranks, else None."""
+    return _DECODERS.get(model)
 
 
 def sync_gradients(model, last: bool):

@@ -28,7 +28,8 @@ def answer_loss(model, rows: list[dict], fused: bool = False) -> torch.Tensor:
     packing.use(model)  # packed rows through sdpa would attend across rows
     lm = causal_lm(model)
     batch = pack(rows, device())
-    decoder = distributed.decoder(model)
+    # the output head is applied outside the decoder, to answer positions only
+    decoder = distributed.wrapped_decoder(model) or lm.model
     out = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **batch["attention"])
     hidden, targets = out.last_hidden_state[0, batch["scored"]], batch["targets"]
     cap = getattr(lm.config, "final_logit_softcapping", None)

@@ -221,7 +221,7 @@ def train_one(
     with st.record.phase("load"):
         model, optimizer, facts = setup(init, method, p, run.seed)
         compile_layers(model, p)
-        distributed.data_parallel(model)
+        distributed.data_parallel(model, causal_lm(model).model)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
     steps = optimizer_steps(rows, method, p, run.seed)
     where = checkpoint.folder(name, run.key)
