@@ -1,11 +1,10 @@
 import subprocess
 import sys
-from typing import get_args, get_origin
 
 import pytest
 import yaml
 
-from ftbench import config
+from ftbench import commands, config
 from ftbench.errors import UserError
 
 from .conftest import ROOT
@@ -84,26 +83,13 @@ def test_a_stage_reports_bad_params_in_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "metrics").exists()
 
 
-def submodel(annotation) -> tuple[type[config.Strict] | None, bool]:
-    """The Strict class a field holds (directly, optional, or as dict entries), and whether as entries."""
-    if isinstance(annotation, type) and issubclass(annotation, config.Strict):
-        return annotation, False
-    if get_origin(annotation) is dict:
-        return submodel(get_args(annotation)[1])[0], True
-    for arg in get_args(annotation):
-        found, _ = submodel(arg)
-        if found:
-            return found, False
-    return None, False
-
-
 def values_in_params_yaml(cls: type[config.Strict], node: dict, found: dict) -> None:
     """found[(class, field)] += the value params.yaml gives that field, for every entry that sets it."""
     for name, field in cls.model_fields.items():
         if name not in node:
             continue
         found.setdefault((cls.__name__, name), []).append(node[name])
-        inner, entries = submodel(field.annotation)
+        inner, entries = commands.model_in(field.annotation)
         if inner and isinstance(node[name], dict):
             for child in node[name].values() if entries else [node[name]]:
                 values_in_params_yaml(inner, child, found)
@@ -114,7 +100,7 @@ def defaults(cls: type[config.Strict], seen: dict) -> dict:
     for name, field in cls.model_fields.items():
         if not field.is_required():
             seen[(cls.__name__, name)] = field.get_default()
-        inner, _ = submodel(field.annotation)
+        inner, _ = commands.model_in(field.annotation)
         if inner:
             defaults(inner, seen)
     return seen

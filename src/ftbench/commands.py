@@ -101,15 +101,15 @@ def params_read(command: str, argument: str | None = None) -> set[str]:
 # ---------------------------------------------------------------- params keys, from config's classes
 
 
-def _model_in(annotation) -> tuple[type[BaseModel] | None, bool]:
+def model_in(annotation) -> tuple[type[BaseModel] | None, bool]:
     """The params class a field holds (itself, optional, or as the values of a mapping), and whether
     as a mapping's values."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, False
     if get_origin(annotation) is dict:
-        return _model_in(get_args(annotation)[1])[0], True
+        return model_in(get_args(annotation)[1])[0], True
     for arg in get_args(annotation):
-        found, _ = _model_in(arg)
+        found, _ = model_in(arg)
         if found:
             return found, False
     return None, False
@@ -122,7 +122,7 @@ def leaf_keys(
     spelt <method> or <dataset>. A key without a description of its own takes its section's."""
     for name, field in cls.model_fields.items():
         key, described = f"{prefix}{name}", field.description or doc
-        sub, entries = _model_in(field.annotation)
+        sub, entries = model_in(field.annotation)
         if sub is None:
             yield key, described
         else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -33,18 +34,18 @@ def pack(rows: list[dict], device: torch.device) -> dict:
     attention needs. Everything is built on the CPU and copied once: the loss never syncs with the GPU
     to find its answer positions."""
     lengths = [len(r["input_ids"]) for r in rows]
+    starts = list(itertools.accumulate(lengths, initial=0))
     ids = torch.tensor([t for r in rows for t in r["input_ids"]])
     positions = torch.cat([torch.arange(n) for n in lengths])
     labels = torch.full_like(ids, chat.IGNORE)
-    start = 0
-    for r, n in zip(rows, lengths, strict=True):
+    for r, start, end in zip(rows, starts[:-1], starts[1:], strict=True):
         # max(.., 1): a row's first token is never a target, so the last token of the row before it
         # never learns to predict it
-        labels[start + max(r["prompt_len"], 1) : start + n] = ids[start + max(r["prompt_len"], 1) : start + n]
-        start += n
+        first = start + max(r["prompt_len"], 1)
+        labels[first:end] = ids[first:end]
     # the loss is taken at positions whose next token is an answer token
     scored = torch.nonzero(labels[1:] != chat.IGNORE).squeeze(1)
-    bounds = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    bounds = torch.tensor(starts, dtype=torch.int32).to(device)  # one copy, read by queries and keys
     return {
         "input_ids": ids[None].to(device),
         "position_ids": positions[None].to(device),
@@ -52,8 +53,8 @@ def pack(rows: list[dict], device: torch.device) -> dict:
         "targets": labels[1:][scored].to(device),
         # transformers passes these keyword arguments through to the attention function
         "attention": {
-            "cu_seq_lens_q": bounds.to(device),
-            "cu_seq_lens_k": bounds.to(device),
+            "cu_seq_lens_q": bounds,
+            "cu_seq_lens_k": bounds,
             "max_length_q": max(lengths),
             "max_length_k": max(lengths),
         },
