@@ -8,7 +8,6 @@
 #   FTBENCH_MLFLOW=off         (the GPU machine has no mlflow)
 # The seed's sizes are the defaults; the device time is short, so smaller runs are e.g.
 #   TRAIN=1000 TEST=400 bash bench/h200_repro.sh
-# With $OUT set (the device runner's output folder), the stage records, dvc.lock and the table go there.
 set -euo pipefail
 export TRAIN=${TRAIN:-5000} VALIDATION=${VALIDATION:-200} TEST=${TEST:-2000}
 python3 - <<'PY'
@@ -42,6 +41,3 @@ start=$(date +%s.%N)
 python3 -m dvc repro
 end=$(date +%s.%N)
 python3 bench/stage_table.py "$(python3 -c "print($end - $start)")" | tee stage_table.md
-if [ -n "${OUT:-}" ]; then
-  cp -r metrics/resources dvc.lock stage_table.md "$OUT"/
-fi
