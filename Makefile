@@ -35,8 +35,8 @@ repro: install
 	dvc repro
 
 lint: install
-	ruff check src tests
-	ruff format --check src tests
+	ruff check src tests bench
+	ruff format --check src tests bench
 
 test: lint
 	pytest

@@ -15,7 +15,8 @@ def stage_table(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_table_lists_every_stage_in_pipeline_order_and_the_rest_is_overhead():
-    walls = {r["stage"]: r["wall_s"] for r in (json.loads(f.read_text()) for f in RECORDS.glob("*.json"))}
+    records = [json.loads(f.read_text()) for f in RECORDS.glob("*.json")]
+    walls = {r["stage"]: r["wall_s"] for r in records}
     total = sum(walls.values()) + 60
     run = stage_table(str(total), "--resources", str(RECORDS))
     assert run.returncode == 0, run.stderr
@@ -23,6 +24,9 @@ def test_the_table_lists_every_stage_in_pipeline_order_and_the_rest_is_overhead(
     summary = json.loads(last)
     assert summary["stages"] == walls and summary["overhead_s"] == 60.0
     assert summary["overhead_share"] == round(60 / total, 4)
+    # the overhead splits into the stages' own start-up (their records) and DVC's share
+    startup = round(sum(r.get("startup_s", 0) for r in records), 1)
+    assert summary["startup_s"] == startup and summary["dvc_s"] == round(60 - startup, 1)
     rows = [line.split(" | ")[0].lstrip("| ") for line in table[2:]]
     assert rows[: len(walls)] == list(summary["stages"]) and set(rows[: len(walls)]) == set(walls)
     assert rows[0] == "model" and rows[len(walls) - 1].startswith("evaluate-")

@@ -69,7 +69,13 @@ COMMANDS = {
     ),
     "evaluate": Command(
         "answer each test split and score the answers (BLEU-4, ROUGE) into metrics/eval",
-        ("data.datasets", "evaluate", "resources.gpus", "resources.max_gpu_memory_gib"),
+        (
+            "data.datasets",
+            "evaluate",
+            "resources.gpus",
+            "resources.max_gpu_memory_gib",
+            "train.fused_cross_entropy",  # the test loss's output layer
+        ),
         Argument(
             "model",
             "base (the untrained model) or a method of params.yaml",

@@ -68,8 +68,8 @@ def merged_for_eval(trained, adapter, rows: list[dict], p: config.Params, label:
     merged, _ = merge.merged_model(paths.BASE, adapter, "nf4", trained=trained)
     merged = merged.to(compute_dtype())
     check = rows[:CONTINUITY_ROWS]
-    adapter_loss = mean_loss(trained, check, p.evaluate.batch_size)
-    merged_loss = mean_loss(merged, check, p.evaluate.batch_size)
+    adapter_loss = mean_loss(trained, check, p.evaluate.batch_size, p.train.fused_cross_entropy)
+    merged_loss = mean_loss(merged, check, p.evaluate.batch_size, p.train.fused_cross_entropy)
     difference = abs(merged_loss - adapter_loss) / adapter_loss
     if difference > CONTINUITY_RTOL:
         raise UserError(
@@ -179,7 +179,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
     with record.phase("generate"):
         predictions = generate(model, tokenizer, generation_prompts(rows), p)
     with record.phase("test_loss"):
-        loss = mean_loss(model, rows, p.evaluate.batch_size)
+        loss = mean_loss(model, rows, p.evaluate.batch_size, p.train.fused_cross_entropy)
     if not distributed.is_main():
         return {}
     with record.phase("score"), bar("score", len(rows), unit=" answers") as score_bar:

@@ -232,15 +232,22 @@ def measure(stage: str, write: bool = True) -> Iterator[Record]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     record = Record(stage=stage)
-    cpu0, t0 = psutil.Process().cpu_times(), time.perf_counter()
+    me = psutil.Process()
+    # from the process's start to here: interpreter, imports, CUDA start-up and params; with started_at and
+    # finished_at it splits a `dvc repro`'s time between the stages, their start-up and DVC (stage_table.py)
+    started_at = time.time()
+    record["startup_s"] = round(started_at - me.create_time(), 2)
+    cpu0, t0 = me.cpu_times(), time.perf_counter()
     with Sampler() as sampler:
         yield record
         if cuda:
             torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    cpu1 = psutil.Process().cpu_times()
+    cpu1 = me.cpu_times()
     record.update(
         wall_s=round(wall, 2),
+        started_at=round(started_at, 2),
+        finished_at=round(started_at + wall, 2),
         cpu_s=round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
         peak_rss_gib=round(sampler.peak_rss / GIB, 3),
         peak_gpu_gib=None,
