@@ -1,5 +1,6 @@
 import json
 import shutil
+from collections.abc import Collection
 
 import numpy as np
 import pytest
@@ -14,17 +15,17 @@ METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, 
 QUALITY = {"base": 20, "qlora": 40, "galore": 30, "qlora-3ep": 42, "hybrid": 50}
 
 
-def fabricate_stage_outputs(p: config.Params, final_answers: bool = False) -> None:
-    """Consistent outputs of every stage before the report, with known quality and costs; with
-    `final_answers`, GSM8K-style references (`#### <answer>`) and their exact-match scores, as evaluate
-    writes them."""
+def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = ()) -> None:
+    """Consistent outputs of every stage before the report, with known quality and costs; on the
+    datasets named in `final_answers`, GSM8K-style references (`#### <answer>`) and their exact-match
+    scores, as evaluate writes them."""
     rng = np.random.default_rng(0)
     for name in MODELS:
         runs = {}
         for run in p.runs(name):
-            rows = []
+            rows, graded = [], run.dataset in final_answers
             for i in range(20):
-                ref = f"the answer to question {i} is {i + 1}" + (f"\n#### {i + 1}" if final_answers else "")
+                ref = f"the answer to question {i} is {i + 1}" + (f"\n#### {i + 1}" if graded else "")
                 pred = ref if rng.random() < QUALITY[name] / 60 else f"maybe {i}"
                 rouge = QUALITY[name] + rng.normal(0, 5)
                 rows.append(
@@ -38,7 +39,7 @@ def fabricate_stage_outputs(p: config.Params, final_answers: bool = False) -> No
                         "rougeL": rouge,
                     }
                 )
-                if final_answers:
+                if graded:
                     rows[-1]["exact_match"] = stats.exact_match(pred, ref)
             write_jsonl(paths.predictions_file(name, run), rows)
             runs[run.key] = {
@@ -48,8 +49,12 @@ def fabricate_stage_outputs(p: config.Params, final_answers: bool = False) -> No
                 "perplexity": 2.718,
                 "n": 20,
             }
-        carried = ("bleu4", *report.carried(METRICS, rows[0]))
-        mean = {k: float(np.mean([r[k] for r in runs.values()])) for k in carried}
+        # as evaluate's summary: each metric's mean over the runs that carry it
+        mean = {
+            k: float(np.mean(values))
+            for k in ("bleu4", *METRICS)
+            if (values := [r[k] for r in runs.values() if k in r])
+        }
         write_json(
             paths.EVAL / f"{name}.json", {**mean, "convention": "BLEU-4: sacrebleu (tok:13a).", "runs": runs}
         )
@@ -120,6 +125,7 @@ def test_report_holds_every_section_and_sums_the_hybrid_chain(project, tiny_mode
     ):
         assert f"## {title}" in text
     assert "**Across training seeds**" in text
+    assert "Exact match" not in text  # no `#### <answer>` in the references: the report as before
     hybrid_cost = next(line for line in text.splitlines() if line.startswith("| hybrid | train-qlora"))
     assert "| 17.0 | 4.50 | 1.00 | 150 |" in hybrid_cost
     assert "| builtin/seed0 | hybrid − qlora | ROUGE-L |" in text
@@ -184,7 +190,7 @@ def test_report_json_holds_intervals_differences_verdicts_and_costs(project):
 def test_report_carries_exact_match_where_references_have_final_answers(project, tiny_model_dir):
     write_params(project, tiny_model_dir, seeds=[0, 1])
     p = config.load()
-    fabricate_stage_outputs(p, final_answers=True)
+    fabricate_stage_outputs(p, final_answers={"builtin"})
     text = report.run(p)
     out = json.loads(paths.REPORT_JSON.read_text())
     value, lo, hi = recomputed(p, "hybrid", "exact_match")
@@ -204,6 +210,36 @@ def test_report_carries_exact_match_where_references_have_final_answers(project,
     assert set(out["expectation"]["builtin/seed0"]) == {"bleu4", "rougeL", "exact_match"}
     assert "| dataset | model | BLEU-4 | ROUGE-L | Exact match |" in text  # across training seeds
     assert "<th>Exact match</th>" in paths.REPORT_HTML.read_text()
+
+
+def test_exact_match_is_only_where_a_dataset_has_final_answers(project, tiny_model_dir):
+    (project / "gsm.jsonl").write_text("")  # the report reads the evaluate stage's files only
+    datasets = {"builtin": {"source": "builtin"}, "gsm": {"source": str(project / "gsm.jsonl")}}
+    write_params(project, tiny_model_dir, seeds=[0, 1], **{"data.datasets": datasets})
+    p = config.load()
+    fabricate_stage_outputs(p, final_answers={"gsm"})
+    text = report.run(p)
+    out = json.loads(paths.REPORT_JSON.read_text())
+    assert (
+        "exact_match" in out["models"]["qlora"]["gsm/seed1"] and "exact_match" in out["models"]["base"]["gsm"]
+    )
+    assert "exact_match" not in out["models"]["qlora"]["builtin/seed1"]
+    assert "exact_match" not in out["models"]["base"]["builtin"]
+    assert "exact_match" in out["pairs"]["qlora-vs-base"]["gsm/seed0"]
+    assert "exact_match" not in out["pairs"]["qlora-vs-base"]["builtin/seed0"]
+    quality = text.split("## Differences")[0]
+    builtin_table = quality.split("**builtin/seed0**")[1].split("**gsm/seed0**")[0]
+    assert "Exact match" not in builtin_table
+    assert "| Exact match |" in quality.split("**gsm/seed0**")[1].split("**gsm/seed1**")[0]
+    # across seeds: one table for both datasets, exact match left empty where there is none
+    seeds = quality.split("**Across training seeds**")[1]
+    assert next(line for line in seeds.splitlines() if line.startswith("| builtin | hybrid |")).endswith(
+        " - |"
+    )
+    assert (
+        " ± "
+        in next(line for line in seeds.splitlines() if line.startswith("| gsm | hybrid |")).split("|")[-2]
+    )
 
 
 def test_report_json_keys_every_dataset_and_seed_run(project, tiny_model_dir):

@@ -20,7 +20,7 @@ from ftbench.progress import LOG, bar
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 METRICS = ("bleu4", *ROUGE_KEYS)
-EXACT_MATCH = "exact_match"
+EXACT_MATCH = stats.EXACT_MATCH
 CONVENTION = (
     "BLEU-4: sacrebleu corpus BLEU ({signature}); ROUGE-1/2/L: rouge-score F1, mean over examples, "
     "stemming {stemming}; greedy decoding, at most {max_new_tokens} new tokens, answers cut at end of turn; "

@@ -13,7 +13,7 @@ import html
 import io
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +26,7 @@ from ftbench.errors import UserError, stage_main
 from ftbench.progress import bar
 
 HEADLINE = ("bleu4", "rougeL")
-EXACT_MATCH = "exact_match"  # only in runs on data with final `####` answers (stats.has_final_answers)
+EXACT_MATCH = stats.EXACT_MATCH  # only in runs on data with final `####` answers (stats.has_final_answers)
 COMPARED = (*HEADLINE, EXACT_MATCH)  # metrics in the differences, the expectation and report.json
 LABELS = {  # table order
     "bleu4": "BLEU-4",
@@ -99,7 +99,7 @@ def per_example(name: str, run: config.Run) -> stats.Scores:
     return scores
 
 
-def carried(metrics, numbers) -> list[str]:
+def carried(metrics: Iterable[str], numbers: Mapping) -> list[str]:
     """Those of `metrics` (in their order) that a run's scores or numbers hold: exact match only where
     the dataset has final answers."""
     return [m for m in metrics if m in numbers]
@@ -261,7 +261,7 @@ def interval_count(p: config.Params, scores: dict) -> int:
     """How many bootstrap intervals quality, differences and expectations draw: the report bar's total."""
     trio = roles(p)
 
-    def per_run(name: str, metrics) -> list[int]:
+    def per_run(name: str, metrics: Iterable[str]) -> list[int]:
         return [len(carried(metrics, scores[name, run.key])) for run in p.runs(name)]
 
     return (

@@ -42,6 +42,7 @@ def bleu_signature() -> str:
 
 
 ANSWER_MARK = "####"
+EXACT_MATCH = "exact_match"  # the metric's key, in metrics/eval, the predictions and metrics/report.json
 
 
 def final_answer(text: str) -> str | None:
