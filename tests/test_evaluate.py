@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from ftbench import chat, config, data, evaluate, paths
+from ftbench import chat, config, data, evaluate, paths, stats
 from ftbench.atomic import read_jsonl
 from ftbench.loading import load_tokenizer
 
 
-def score(predictions: list[str], references: list[str], stemmer: bool = False) -> dict:
+def score(predictions: list[str], references: list[str], stemmer: bool = False, graded: bool = False) -> dict:
     scorer = rouge_scorer.RougeScorer(list(evaluate.ROUGE_KEYS), use_stemmer=stemmer)
     return evaluate.aggregate(
-        [evaluate.example_scores(p, r, scorer) for p, r in zip(predictions, references, strict=True)]
+        [evaluate.example_scores(p, r, scorer, graded) for p, r in zip(predictions, references, strict=True)]
     )
 
 
@@ -44,6 +44,13 @@ def test_bleu4_matches_a_hand_computation_and_sacrebleu_corpus_score():
     hyps = ["A sheep bleats.", "The capital of Peru is Lima.", "Seven plus five equals twelve!"]
     refs = ["A sheep bleats loudly.", "Lima is the capital of Peru.", "7 plus 5 equals 12."]
     assert score(hyps, refs)["bleu4"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+
+
+def test_exact_match_is_the_share_of_right_final_answers():
+    refs = ["3 + 4 = 7\n#### 7", "10 - 12 = -2\n#### -2", "2 * 500 = 1000\n#### 1,000", "#### 5"]
+    preds = ["#### 7.0", "it is -2", "#### 1000", "#### 6"]  # right, no final answer, right, wrong
+    assert score(preds, refs, graded=True)["exact_match"] == pytest.approx(50)
+    assert "exact_match" not in score(preds, refs)
 
 
 def test_stemming_is_a_param(project, tiny_model_dir):
@@ -85,6 +92,9 @@ def test_evaluate_base_writes_predictions_that_recompute_to_the_scores(project, 
     saved = json.loads((paths.EVAL / "base.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     assert {"bleu4", "rouge1", "rouge2", "rougeL", "loss", "perplexity", "convention"} <= set(saved)
+    # the builtin answers have no `#### <answer>`: no exact match anywhere, not even zeros
+    assert "exact_match" not in saved and "exact_match" not in saved["runs"]["builtin"]
+    assert not any("exact_match" in p for p in preds) and "Exact match" not in saved["convention"]
     assert "tok:13a" in saved["convention"] and "stemming on" in saved["convention"]
     # recomputing from the saved predictions gives the reported numbers
     again = score([p["prediction"] for p in preds], [p["reference"] for p in preds], stemmer=True)
@@ -97,6 +107,26 @@ def test_evaluate_base_writes_predictions_that_recompute_to_the_scores(project, 
         [evaluate.llamafactory_scores(p["prediction"], p["reference"])["bleu4"] for p in preds]
     )
     assert char_bleu > 0 and run["llamafactory"]["bleu4"] == pytest.approx(char_bleu)
+
+
+def test_evaluate_scores_exact_match_on_data_with_final_answers(project, tiny_model_dir, st):
+    from .conftest import write_params
+    from .test_data import alpaca
+
+    shutil.copytree(tiny_model_dir, paths.BASE)
+    rows = [{**r, "output": f"{r['output']}\n#### {i:,}"} for i, r in enumerate(alpaca(28))]
+    (project / "gsm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_params(
+        project, tiny_model_dir, **{"data.datasets": {"gsm": {"source": str(project / "gsm.jsonl")}}}
+    )
+    data.run(config.load())
+    summary = evaluate.run("base", config.load(), st)
+    preds = read_jsonl(paths.PREDICTIONS / "base" / "gsm.jsonl")
+    assert all(p["exact_match"] == stats.exact_match(p["prediction"], p["reference"]) for p in preds)
+    run = json.loads((paths.EVAL / "base.json").read_text())["runs"]["gsm"]
+    assert run["exact_match"] == pytest.approx(np.mean([p["exact_match"] for p in preds]))
+    assert summary["exact_match"] == pytest.approx(run["exact_match"], abs=1e-4)
+    assert "Exact match (test splits whose every reference ends in `#### <answer>`)" in summary["convention"]
 
 
 def test_generation_prompts_are_the_training_prompts(project, tiny_model_dir):

@@ -1,5 +1,6 @@
 import json
 import shutil
+from collections.abc import Collection
 
 import numpy as np
 import pytest
@@ -10,18 +11,21 @@ from ftbench.atomic import write_json, write_jsonl
 from .conftest import write_params
 
 MODELS = ["base", "qlora", "galore", "qlora-3ep", "hybrid"]
+METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, as evaluate reports them
 QUALITY = {"base": 20, "qlora": 40, "galore": 30, "qlora-3ep": 42, "hybrid": 50}
 
 
-def fabricate_stage_outputs(p: config.Params) -> None:
-    """Consistent outputs of every stage before the report, with known quality and costs."""
+def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = ()) -> None:
+    """Consistent outputs of every stage before the report, with known quality and costs; on the
+    datasets named in `final_answers`, GSM8K-style references (`#### <answer>`) and their exact-match
+    scores, as evaluate writes them."""
     rng = np.random.default_rng(0)
     for name in MODELS:
         runs = {}
         for run in p.runs(name):
-            rows = []
+            rows, graded = [], run.dataset in final_answers
             for i in range(20):
-                ref = f"the answer to question {i} is {i + 1}"
+                ref = f"the answer to question {i} is {i + 1}" + (f"\n#### {i + 1}" if graded else "")
                 pred = ref if rng.random() < QUALITY[name] / 60 else f"maybe {i}"
                 rouge = QUALITY[name] + rng.normal(0, 5)
                 rows.append(
@@ -35,16 +39,21 @@ def fabricate_stage_outputs(p: config.Params) -> None:
                         "rougeL": rouge,
                     }
                 )
+                if graded:
+                    rows[-1]["exact_match"] = stats.exact_match(pred, ref)
             write_jsonl(paths.predictions_file(name, run), rows)
             runs[run.key] = {
                 "bleu4": stats.corpus_bleu(np.array([r["bleu_stats"] for r in rows])),
-                **{k: float(np.mean([r[k] for r in rows])) for k in ("rouge1", "rouge2", "rougeL")},
+                **{k: float(np.mean([r[k] for r in rows])) for k in report.carried(METRICS, rows[0])},
                 "loss": 1.0,
                 "perplexity": 2.718,
                 "n": 20,
             }
+        # as evaluate's summary: each metric's mean over the runs that carry it
         mean = {
-            k: float(np.mean([r[k] for r in runs.values()])) for k in ("bleu4", "rouge1", "rouge2", "rougeL")
+            k: float(np.mean(values))
+            for k in ("bleu4", *METRICS)
+            if (values := [r[k] for r in runs.values() if k in r])
         }
         write_json(
             paths.EVAL / f"{name}.json", {**mean, "convention": "BLEU-4: sacrebleu (tok:13a).", "runs": runs}
@@ -116,6 +125,7 @@ def test_report_holds_every_section_and_sums_the_hybrid_chain(project, tiny_mode
     ):
         assert f"## {title}" in text
     assert "**Across training seeds**" in text
+    assert "Exact match" not in text  # no `#### <answer>` in the references: the report as before
     hybrid_cost = next(line for line in text.splitlines() if line.startswith("| hybrid | train-qlora"))
     assert "| 17.0 | 4.50 | 1.00 | 150 |" in hybrid_cost
     assert "| builtin/seed0 | hybrid − qlora | ROUGE-L |" in text
@@ -158,6 +168,9 @@ def test_report_json_holds_intervals_differences_verdicts_and_costs(project):
     assert hybrid["builtin/seed0"]["test_loss"] == 1.0
     assert hybrid["cost"] == {"wall_s": 17, "peak_gpu_gib": 4.5, "peak_rss_gib": 1.0, "tokens": 150}
     assert set(out["models"]["base"]) == {"builtin"}  # one run per dataset, and no training cost
+    # no `#### <answer>` in the references: no exact match in any table or key
+    assert set(hybrid["builtin/seed0"]) == {"bleu4", "rougeL", "test_loss"} and "Exact match" not in text
+    assert set(out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]) == {"bleu4", "rougeL"}
     assert set(out["pairs"]) == {f"{a}-vs-{b}" for a, b in report.pairs(p)}
     d = out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]["rougeL"]
     assert f"| builtin/seed0 | hybrid − qlora | ROUGE-L | {d['diff']:+.2f} | " in text
@@ -172,6 +185,61 @@ def test_report_json_holds_intervals_differences_verdicts_and_costs(project):
     points = {pt["model"]: pt for pt in json.loads(paths.PARETO.read_text())}
     assert points["hybrid"]["wall_s"] == 17 and points["hybrid"]["peak_memory_gib"] == 4.5
     assert points["hybrid"]["rougeL"] == json.loads((paths.EVAL / "hybrid.json").read_text())["rougeL"]
+
+
+def test_report_carries_exact_match_where_references_have_final_answers(project, tiny_model_dir):
+    write_params(project, tiny_model_dir, seeds=[0, 1])
+    p = config.load()
+    fabricate_stage_outputs(p, final_answers={"builtin"})
+    text = report.run(p)
+    out = json.loads(paths.REPORT_JSON.read_text())
+    value, lo, hi = recomputed(p, "hybrid", "exact_match")
+    assert lo < value < hi  # the fabricated hybrid gets about 5 in 6 right: an interval, not a point
+    got = out["models"]["hybrid"]["builtin/seed0"]["exact_match"]
+    assert got == {"value": round(value, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)}
+    header = "| model | BLEU-4 | ROUGE-L | ROUGE-1 | ROUGE-2 | Exact match | test loss | perplexity |"
+    assert header in text
+    row = next(line for line in text.splitlines() if line.startswith("| hybrid | ") and "[" in line)
+    assert row.split(" | ")[5] == f"{value:.2f} [{lo:.2f}, {hi:.2f}]"
+    # the difference: the same paired bootstrap as ROUGE-L's, on the same resampled examples
+    d = out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]["exact_match"]
+    assert d["diff"] == pytest.approx(value - recomputed(p, "qlora", "exact_match")[0], abs=1e-4)
+    assert d["ci_low"] <= d["diff"] <= d["ci_high"] and 0 <= d["p"] <= 1
+    row = f"| builtin/seed0 | hybrid − qlora | Exact match | {d['diff']:+.2f} | "
+    assert row + f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | {d['p']:.3f} |" in text
+    assert set(out["expectation"]["builtin/seed0"]) == {"bleu4", "rougeL", "exact_match"}
+    assert "| dataset | model | BLEU-4 | ROUGE-L | Exact match |" in text  # across training seeds
+    assert "<th>Exact match</th>" in paths.REPORT_HTML.read_text()
+
+
+def test_exact_match_is_only_where_a_dataset_has_final_answers(project, tiny_model_dir):
+    (project / "gsm.jsonl").write_text("")  # the report reads the evaluate stage's files only
+    datasets = {"builtin": {"source": "builtin"}, "gsm": {"source": str(project / "gsm.jsonl")}}
+    write_params(project, tiny_model_dir, seeds=[0, 1], **{"data.datasets": datasets})
+    p = config.load()
+    fabricate_stage_outputs(p, final_answers={"gsm"})
+    text = report.run(p)
+    out = json.loads(paths.REPORT_JSON.read_text())
+    assert (
+        "exact_match" in out["models"]["qlora"]["gsm/seed1"] and "exact_match" in out["models"]["base"]["gsm"]
+    )
+    assert "exact_match" not in out["models"]["qlora"]["builtin/seed1"]
+    assert "exact_match" not in out["models"]["base"]["builtin"]
+    assert "exact_match" in out["pairs"]["qlora-vs-base"]["gsm/seed0"]
+    assert "exact_match" not in out["pairs"]["qlora-vs-base"]["builtin/seed0"]
+    quality = text.split("## Differences")[0]
+    builtin_table = quality.split("**builtin/seed0**")[1].split("**gsm/seed0**")[0]
+    assert "Exact match" not in builtin_table
+    assert "| Exact match |" in quality.split("**gsm/seed0**")[1].split("**gsm/seed1**")[0]
+    # across seeds: one table for both datasets, exact match left empty where there is none
+    seeds = quality.split("**Across training seeds**")[1]
+    assert next(line for line in seeds.splitlines() if line.startswith("| builtin | hybrid |")).endswith(
+        " - |"
+    )
+    assert (
+        " ± "
+        in next(line for line in seeds.splitlines() if line.startswith("| gsm | hybrid |")).split("|")[-2]
+    )
 
 
 def test_report_json_keys_every_dataset_and_seed_run(project, tiny_model_dir):

@@ -63,3 +63,36 @@ def test_expectation_verdicts():
     assert stats.expectation(scores(HYPS, REFS, base), q, g, "rougeL", idx)["verdict"] == "no"
     noisy = scores(HYPS, REFS, base + 7 + np.random.default_rng(0).normal(0, 30, 30))
     assert stats.expectation(noisy, q, g, "rougeL", idx)["verdict"] == "inconclusive"
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "expected"),
+    [
+        ("so she has 1000 + 0 = 1000 left.\n#### 1,000", "#### 1000", 100),  # commas
+        ("#### 18.0", "She earns 9 * 2 = 18 dollars.\n#### 18", 100),  # compared as numbers
+        ("#### $18.", "#### 18", 100),  # `$` and a trailing `.`
+        ("#### 17", "#### 18", 0),
+        ("the answer is 18", "#### 18", 0),  # no final answer: wrong
+        ("#### ", "#### 18", 0),  # nothing after `####`: wrong
+        ("#### -3", "#### -3", 100),  # the sign is kept ...
+        ("#### 3", "#### -3", 0),  # ... and counts
+        ("#### 5 was my guess\n#### 18", "#### 18", 100),  # the last `####` wins
+        ("#### 18\n#### 5", "#### 18", 0),
+        ("#### Paris", "#### Paris", 100),  # not a number: compared as text
+        ("#### paris", "#### Paris", 0),
+    ],
+)
+def test_exact_match_of_the_final_answer(prediction, reference, expected):
+    assert stats.exact_match(prediction, reference) == expected
+
+
+def test_final_answer_is_normalised_and_none_without_one():
+    assert stats.final_answer("steps\n####  $1,000. \nmore text") == "1000"
+    assert stats.final_answer("no answer mark") is None and stats.final_answer("ends in ####") is None
+
+
+def test_exact_match_applies_only_where_every_reference_has_a_final_answer():
+    assert stats.has_final_answers(["a\n#### 1", "b\n#### 2,000"])
+    assert not stats.has_final_answers(["a\n#### 1", "Paris is the capital."])  # one without: none
+    assert not stats.has_final_answers(["The capital of France is Paris."])  # builtin-style
+    assert not stats.has_final_answers([])

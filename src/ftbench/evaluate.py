@@ -1,5 +1,6 @@
 """Evaluate stage: greedy answers on each test split, scored with BLEU-4 (sacrebleu) and ROUGE
-(rouge-score)."""
+(rouge-score), and with exact match of the final `#### <answer>` where every reference of the split ends
+in one (GSM8K; stats.has_final_answers)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ from ftbench.progress import LOG, bar
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 METRICS = ("bleu4", *ROUGE_KEYS)
+EXACT_MATCH = stats.EXACT_MATCH
 CONVENTION = (
     "BLEU-4: sacrebleu corpus BLEU ({signature}); ROUGE-1/2/L: rouge-score F1, mean over examples, "
     "stemming {stemming}; greedy decoding, at most {max_new_tokens} new tokens, answers cut at end of turn; "
     "all x100."
+)
+EXACT_MATCH_CONVENTION = (
+    " Exact match (test splits whose every reference ends in `#### <answer>`): the answer after the last "
+    "`####`, commas, `$` and a trailing `.` removed, compared as a number (18 = 18.0), else as text; "
+    "an answer without `####` is wrong; x100."
 )
 # The continuity check (evaluate.qlora_form: merged) compares the merged copy's teacher-forced loss with
 # NF4 + adapter's on the first CONTINUITY_ROWS test rows: 32 rows are hundreds to thousands of answer
@@ -130,13 +137,17 @@ def rouge(p: config.Params) -> rouge_scorer.RougeScorer:
     return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=p.evaluate.rouge_stemmer)
 
 
-def example_scores(prediction: str, reference: str, scorer) -> dict:
-    """Per-example scores: BLEU sufficient statistics (corpus BLEU sums them) and ROUGE F1 x100."""
+def example_scores(prediction: str, reference: str, scorer, graded: bool = False) -> dict:
+    """Per-example scores: BLEU sufficient statistics (corpus BLEU sums them) and ROUGE F1 x100; with
+    `graded` (the split has final answers), exact match 100 or 0 too."""
     rouge = scorer.score(reference, prediction)
-    return {
+    scores = {
         "bleu_stats": stats.bleu_stats(prediction, reference),
         **{k: 100 * rouge[k].fmeasure for k in ROUGE_KEYS},
     }
+    if graded:
+        scores[EXACT_MATCH] = stats.exact_match(prediction, reference)
+    return scores
 
 
 def llamafactory_scores(prediction: str, reference: str) -> dict:
@@ -160,6 +171,8 @@ def aggregate(rows: list[dict]) -> dict:
     """The reported numbers, recomputed from per-example rows (as the tests and the report do)."""
     result = {"bleu4": stats.corpus_bleu(np.array([r["bleu_stats"] for r in rows]))}
     result.update({k: float(np.mean([r[k] for r in rows])) for k in ROUGE_KEYS})
+    if EXACT_MATCH in rows[0]:
+        result[EXACT_MATCH] = float(np.mean([r[EXACT_MATCH] for r in rows]))
     if "llamafactory" in rows[0]:
         result["llamafactory"] = {k: float(np.mean([r["llamafactory"][k] for r in rows])) for k in METRICS}
     return result
@@ -184,13 +197,14 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
         return {}
     with record.phase("score"), bar("score", len(rows), unit=" answers") as score_bar:
         scorer = rouge(p)
+        graded = stats.has_final_answers([r["answer"] for r in rows])
         scored = []
         for r, pred in zip(rows, predictions, strict=True):
             row = {
                 "prompt": r["messages"][-1]["content"],
                 "reference": r["answer"],
                 "prediction": pred,
-                **example_scores(pred, r["answer"], scorer),
+                **example_scores(pred, r["answer"], scorer, graded),
             }
             if p.evaluate.llamafactory:
                 row["llamafactory"] = llamafactory_scores(pred, r["answer"])
@@ -205,20 +219,31 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     runs = {r.key: evaluate_run(name, r, p, tokenizer, st.record) for r in p.runs(name)}
     if not distributed.is_main():
         return {}
-    summary = {
-        k: round(float(np.mean([r[k] for r in runs.values()])), 4) for k in (*METRICS, "loss", "perplexity")
-    }
+    summary = {k: mean_over(runs, k) for k in logged(runs)}
     summary["convention"] = CONVENTION.format(
         signature=stats.bleu_signature(),
         stemming="on" if p.evaluate.rouge_stemmer else "off",
         max_new_tokens=p.evaluate.max_new_tokens,
     )
+    if EXACT_MATCH in summary:
+        summary["convention"] += EXACT_MATCH_CONVENTION
     if form := qlora_form(name, p):
         summary["scored_form"] = scored_form(form)
     summary["runs"] = runs
     write_json(paths.EVAL / f"{name}.json", summary)
     LOG.info(f"evaluate {name}: BLEU-4 {summary['bleu4']:.2f}  ROUGE-L {summary['rougeL']:.2f}")
     return summary
+
+
+def logged(runs: dict) -> tuple[str, ...]:
+    """The summary's metrics: exact match only where some dataset has final answers."""
+    graded = any(EXACT_MATCH in r for r in runs.values())
+    return (*METRICS, *((EXACT_MATCH,) if graded else ()), "loss", "perplexity")
+
+
+def mean_over(runs: dict, key: str) -> float:
+    """A metric's mean over the runs that carry it (exact match: the datasets with final answers)."""
+    return round(float(np.mean([r[key] for r in runs.values() if key in r])), 4)
 
 
 @stage_main
@@ -231,7 +256,7 @@ def main(argv: list[str]) -> None:
         summary = run(name, p, st)
         if not distributed.is_main():
             return
-        st.log_step(0, {k: summary[k] for k in (*METRICS, "loss", "perplexity")})
+        st.log_step(0, {k: summary[k] for k in logged(summary["runs"])})
         st.artifacts += [paths.EVAL / f"{name}.json", paths.PREDICTIONS / name]
 
 

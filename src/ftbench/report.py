@@ -13,7 +13,7 @@ import html
 import io
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +26,15 @@ from ftbench.errors import UserError, stage_main
 from ftbench.progress import bar
 
 HEADLINE = ("bleu4", "rougeL")
-LABELS = {"bleu4": "BLEU-4", "rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}  # table order
+EXACT_MATCH = stats.EXACT_MATCH  # only in runs on data with final `####` answers (stats.has_final_answers)
+COMPARED = (*HEADLINE, EXACT_MATCH)  # metrics in the differences, the expectation and report.json
+LABELS = {  # table order
+    "bleu4": "BLEU-4",
+    "rougeL": "ROUGE-L",
+    "rouge1": "ROUGE-1",
+    "rouge2": "ROUGE-2",
+    EXACT_MATCH: "Exact match",
+}
 PACKAGES = (
     "torch",
     "transformers",
@@ -86,7 +94,15 @@ def per_example(name: str, run: config.Run) -> stats.Scores:
     rows = read_jsonl(paths.predictions_file(name, run))
     scores = {"bleu4": np.array([r["bleu_stats"] for r in rows], dtype=float)}
     scores.update({k: np.array([r[k] for r in rows]) for k in ("rouge1", "rouge2", "rougeL")})
+    if EXACT_MATCH in rows[0]:  # evaluate scored it on every row of this split
+        scores[EXACT_MATCH] = np.array([r[EXACT_MATCH] for r in rows])
     return scores
+
+
+def carried(metrics: Iterable[str], numbers: Mapping) -> list[str]:
+    """Those of `metrics` (in their order) that a run's scores or numbers hold: exact match only where
+    the dataset has final answers."""
+    return [m for m in metrics if m in numbers]
 
 
 def run_for(name: str, run: config.Run) -> config.Run:
@@ -112,7 +128,7 @@ def quality(p: config.Params, evals: dict, scores: dict, indices: dict, tick: Ti
     for name in models(p):
         for run in p.runs(name):
             s, idx = scores[name, run.key], indices[run.dataset]
-            numbers = {m: estimate(s, m, idx) for m in LABELS}
+            numbers = {m: estimate(s, m, idx) for m in carried(LABELS, s)}
             tick(len(numbers))
             e = evals[name]["runs"][run.key]
             out.setdefault(name, {})[run.key] = {
@@ -127,19 +143,20 @@ def quality_section(p: config.Params, evals: dict, numbers: dict, indices: dict)
     parts: list = []
     for run in p.runs(next(iter(p.methods))):
         rows = []
+        metrics = carried(LABELS, numbers["base"][run.dataset])  # one dataset: the same for every model
         for name in models(p):
             q = numbers[name][run_for(name, run).key]
             rows.append(
                 [
                     name,
-                    *(f"{q[m]['value']:.2f} [{q[m]['ci_low']:.2f}, {q[m]['ci_high']:.2f}]" for m in LABELS),
+                    *(f"{q[m]['value']:.2f} [{q[m]['ci_low']:.2f}, {q[m]['ci_high']:.2f}]" for m in metrics),
                     fmt(q["test_loss"], 3),
                     fmt(q["perplexity"], 1),
                 ]
             )
         parts += [
             f"**{run.key}** ({len(indices[run.dataset][0])} test examples; 95% paired-bootstrap intervals)",
-            Table(["model", *LABELS.values(), "test loss", "perplexity"], rows),
+            Table(["model", *(LABELS[m] for m in metrics), "test loss", "perplexity"], rows),
         ]
     if len(p.seeds) > 1:
         parts += ["**Across training seeds** (mean ± sd; base has no training seed)", seeds_table(p, evals)]
@@ -153,16 +170,20 @@ def quality_section(p: config.Params, evals: dict, numbers: dict, indices: dict)
 
 
 def seeds_table(p: config.Params, evals: dict) -> Table:
+    metrics = [m for m in COMPARED if any(m in v for e in evals.values() for v in e["runs"].values())]
     rows = []
     for dataset in p.data.datasets:
         for name in models(p):
             runs = [v for k, v in evals[name]["runs"].items() if k.split("/")[0] == dataset]
             cells = [dataset, name]
-            for metric in HEADLINE:
+            for metric in metrics:
+                if metric not in runs[0]:  # exact match on a dataset without final answers
+                    cells.append("-")
+                    continue
                 values = np.array([v[metric] for v in runs])
                 cells.append(f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}")
             rows.append(cells)
-    return Table(["dataset", "model", "BLEU-4", "ROUGE-L"], rows)
+    return Table(["dataset", "model", *(LABELS[m] for m in metrics)], rows)
 
 
 def llamafactory_table(p: config.Params, evals: dict) -> Table:
@@ -188,8 +209,9 @@ def differences(
     for run in p.runs(next(iter(p.methods))):
         for a, b in pairs(p):
             sa, sb = scores[a, run_for(a, run).key], scores[b, run_for(b, run).key]
-            out += [(run.key, a, b, m, stats.compare(sa, sb, m, indices[run.dataset])) for m in HEADLINE]
-            tick(len(HEADLINE))
+            metrics = carried(COMPARED, sa)
+            out += [(run.key, a, b, m, stats.compare(sa, sb, m, indices[run.dataset])) for m in metrics]
+            tick(len(metrics))
     return out
 
 
@@ -229,18 +251,23 @@ def expectations(p: config.Params, scores: dict, indices: dict, tick: Tick) -> l
     out = []
     for run in p.runs(trio[0]):
         trio_scores = [scores[x, run.key] for x in trio]
-        out += [(run.key, m, stats.expectation(*trio_scores, m, indices[run.dataset], w)) for m in HEADLINE]
-        tick(len(HEADLINE))
+        metrics = carried(COMPARED, trio_scores[0])
+        out += [(run.key, m, stats.expectation(*trio_scores, m, indices[run.dataset], w)) for m in metrics]
+        tick(len(metrics))
     return out
 
 
-def interval_count(p: config.Params) -> int:
+def interval_count(p: config.Params, scores: dict) -> int:
     """How many bootstrap intervals quality, differences and expectations draw: the report bar's total."""
     trio = roles(p)
+
+    def per_run(name: str, metrics: Iterable[str]) -> list[int]:
+        return [len(carried(metrics, scores[name, run.key])) for run in p.runs(name)]
+
     return (
-        sum(len(p.runs(name)) for name in models(p)) * len(LABELS)
-        + len(p.runs(next(iter(p.methods)))) * len(pairs(p)) * len(HEADLINE)
-        + (len(p.runs(trio[0])) * len(HEADLINE) if trio else 0)
+        sum(sum(per_run(name, LABELS)) for name in models(p))
+        + sum(per_run(next(iter(p.methods)), COMPARED)) * len(pairs(p))
+        + (sum(per_run(trio[0], COMPARED)) if trio else 0)
     )
 
 
@@ -537,7 +564,7 @@ def compute(p: config.Params) -> Results:
             n = len(scores[name, run.key]["rougeL"])
             indices.setdefault(run.dataset, stats.resample_indices(n, p.report.resamples, p.seed))
     # the bootstrap is the report's long phase: p.report.resamples draws per interval
-    with bar("report: bootstrap", interval_count(p), unit=" intervals") as intervals:
+    with bar("report: bootstrap", interval_count(p, scores), unit=" intervals") as intervals:
         return Results(
             evals,
             resources,
@@ -597,7 +624,7 @@ def summary(p: config.Params, r: Results) -> dict:
     out: dict = {"models": {}, "pairs": {}, "expectation": {}}
     for name, runs in r.quality.items():
         out["models"][name] = {
-            key: {**{m: _rounded(q[m]) for m in HEADLINE}, "test_loss": _rounded(q["test_loss"])}
+            key: {**{m: _rounded(q[m]) for m in carried(COMPARED, q)}, "test_loss": _rounded(q["test_loss"])}
             for key, q in runs.items()
         }
     for name in p.methods:

@@ -3,11 +3,14 @@
 Corpus BLEU is not a mean of sentence scores, so each example keeps its BLEU sufficient statistics
 (n-gram matches and totals, lengths); a resample sums them and sacrebleu's own `compute_bleu` turns
 the sums into a score, so every resampled BLEU follows the reported convention exactly.
+Exact match of GSM8K-style final answers (`#### 72`) is a per-example 100 or 0, so its interval is a
+mean's, as ROUGE's is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 from sacrebleu.metrics import BLEU
@@ -36,6 +39,42 @@ def bleu_signature() -> str:
     bleu = BLEU()
     bleu.corpus_score(["a"], [["a"]])
     return str(bleu.get_signature())
+
+
+ANSWER_MARK = "####"
+EXACT_MATCH = "exact_match"  # the metric's key, in metrics/eval, the predictions and metrics/report.json
+
+
+def final_answer(text: str) -> str | None:
+    """The answer after the last `####` in `text`, to the end of its line, normalised: commas and `$`
+    removed, surrounding spaces and a trailing `.` stripped (`#### $1,000.` -> `1000`). None where
+    there is no `####` or nothing after it."""
+    if ANSWER_MARK not in text:
+        return None
+    line = text.rsplit(ANSWER_MARK, 1)[1].split("\n", 1)[0]
+    answer = line.replace(",", "").replace("$", "").strip().removesuffix(".").strip()
+    return answer or None
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Equal as numbers where both are (`18` == `18.0`), else as strings."""
+    try:
+        return Decimal(a) == Decimal(b)
+    except InvalidOperation:
+        return a == b
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """100 if the prediction's final answer is the reference's, else 0 (a prediction without one is
+    wrong); x100 like the other metrics, so a mean is a percentage."""
+    predicted, expected = final_answer(prediction), final_answer(reference)
+    return 100.0 if None not in (predicted, expected) and same_answer(predicted, expected) else 0.0
+
+
+def has_final_answers(references: list[str]) -> bool:
+    """Exact match applies to a test split whose every reference carries a `#### <answer>` line
+    (GSM8K); any other split gets no exact-match score at all (no column, no zeros)."""
+    return bool(references) and all(final_answer(r) is not None for r in references)
 
 
 def point(metric: str, values: np.ndarray) -> float:
