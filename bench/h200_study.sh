@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue 17's study on the GPU machine: the embedded Gemma 3 270M with its real weights, fine-tuned on GSM8K
+# by every method of params.yaml through the real `dvc repro`, at the seed's hyperparameters, 512 tokens
+# and 256 new tokens. What it publishes comes back in $OUT/study.tgz (results/ in the repo holds it).
+#
+# The study lives in $STUDY (default /tmp/study): it lasts as long as the machine stays warm, so a call that
+# a timeout stopped is continued by the next one (DVC skips finished stages, a stopped training resumes
+# from its checkpoint). Sizes and seeds come from the environment:
+#   TRAIN=5000 VALIDATION=200 TEST=1000 SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
+# Needs, on the GPU machine (docs/gpu.md):
+#   /tmp/site       the wheels (.whl, DVC=1 ../shared/gpu/wheels.sh), installed by this script if missing
+#   /tmp/gguf-site  the GGUF part packages, rebuilt by bench/gguf_transfer.py unpack in earlier calls
+#   .gpu/gsm8k.jsonl  a copy of ../shared/data/gsm8k/train.jsonl (JSON lines of {question, answer})
+set -uo pipefail
+STUDY=${STUDY:-/tmp/study}
+export TRAIN=${TRAIN:-5000} VALIDATION=${VALIDATION:-200} TEST=${TEST:-1000} SEEDS=${SEEDS:-0,1,2}
+export NEW_TOKENS=${NEW_TOKENS:-256}
+export PYTHONPATH=/tmp/site:${GGUF_SITE:-/tmp/gguf-site}:$STUDY/src PYTHONUNBUFFERED=1 FTBENCH_MLFLOW=off
+if ! python3 -c "import dvc, galore_torch" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >/dev/null 2>&1 || exit 9
+fi
+if [ ! -d "$STUDY" ]; then
+  mkdir -p "$STUDY" && tar cf - --exclude=./.whl --exclude=./.git --exclude=./.venv --exclude=./.gpu/gguf . |
+    tar xf - -C "$STUDY"
+  cd "$STUDY" || exit 1
+  python3 - <<'PY'
+import os, yaml
+p = yaml.safe_load(open("params.yaml"))
+p["model"].update(source="embedded", dtype="bfloat16")
+p["seeds"] = [int(s) for s in os.environ["SEEDS"].split(",")]
+gsm8k = {**p["data"]["datasets"]["builtin"], "source": ".gpu/gsm8k.jsonl",
+         "fields": {"instruction": "question", "output": "answer"}}
+p["data"]["datasets"] = {"gsm8k": gsm8k}
+p["data"]["sizes"] = {k: int(os.environ[k.upper()]) for k in ("train", "validation", "test")}
+p["data"]["max_length"] = 512
+# 256 prompts a generate call share each read of the weights; their KV cache is a few GiB on 270M
+p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=256)
+# a GaLore checkpoint writes every fp32 weight (1 GiB here): every 50 steps, not every 10, at 0.3 s a step
+p["train"]["checkpoint_every"] = 50
+yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+PY
+  rm -f metrics/resources/*.json  # the committed CPU records: the tables must hold this study's stages only
+  echo /.gpu/ >> .gitignore
+  git init -q && git add -A && git -c user.name=ftbench -c user.email=ftbench@localhost commit -qm study
+else
+  cd "$STUDY" || exit 1
+fi
+start=$(date +%s.%N)
+timeout "${STUDY_S:-540}" python3 -m dvc repro
+echo "dvc repro rc=$?"
+# the study's `dvc repro` time is the sum over the calls that ran it
+python3 -c "print($(date +%s.%N) - $start)" >> repro_seconds.txt
+python3 bench/stage_table.py "$(python3 -c "print(sum(map(float, open('repro_seconds.txt'))))")" | tee stage_table.md
+if [ -n "${OUT:-}" ]; then
+  # $OUT takes at most 8 files: one archive of what results/ publishes, even after a timeout
+  tar czf "$OUT/study.tgz" params.yaml dvc.lock metrics stage_table.md repro_seconds.txt 2>/dev/null
+fi
