@@ -145,6 +145,18 @@ def test_generation_prompts_are_the_training_prompts(project, tiny_model_dir):
     assert all(r["input_ids"][: len(p)] == p for r, p in zip(rows, prompts, strict=True))  # the test loss's
 
 
+def test_an_answer_ends_at_its_first_stop_token_whatever_the_tokenizer_calls_special(tiny_model_dir):
+    """A stop token is cut off by id: under transformers 5.17 the GGUF's <end_of_turn> is not a special
+    token, and skip_special_tokens left it (and anything after it) in the H200 study's answers."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    eot = chat.end_of_turn_id(tokenizer)
+    stops = [eot, tokenizer.eos_token_id]
+    answer, after = chat.text_ids(tokenizer, "#### 24"), chat.text_ids(tokenizer, " more")
+    assert evaluate.answer_text(tokenizer, answer + [eot] + after, stops) == "#### 24"
+    assert evaluate.answer_text(tokenizer, answer + [tokenizer.eos_token_id, eot], stops) == "#### 24"
+    assert evaluate.answer_text(tokenizer, answer, stops) == "#### 24"  # the length cap: no stop token
+
+
 def evaluate_qlora(project, tiny_model_dir, st, form: str) -> tuple[dict, dict]:
     """evaluate@qlora in the given evaluate.qlora_form: its builtin/seed0 run and metrics/eval/qlora.json."""
     from .conftest import write_params

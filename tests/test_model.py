@@ -113,3 +113,41 @@ def test_a_cached_hub_model_loads_offline(project, tiny_model_dir):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (paths.BASE / "model.safetensors").exists()
+
+
+def char_level_tokenizer():
+    """A tokenizer that cuts text into single characters, as transformers 5.17 reads the embedded GGUF's
+    (nearly: 2.4 characters a token there)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(["[UNK]", *sorted(set(model.PROBE))])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+
+
+def test_a_tokenizer_that_cuts_english_into_characters_is_refused_in_one_line(tiny_model_dir):
+    with pytest.raises(UserError) as err:
+        model.check_segmentation(char_level_tokenizer())
+    assert "model.tokenizer" in str(err.value) and "\n" not in str(err.value)
+    model.check_segmentation(AutoTokenizer.from_pretrained(tiny_model_dir))  # Gemma's own, read right
+
+
+def test_model_tokenizer_replaces_the_model_own(project, tiny_model_dir, st):
+    folder = project / "tok"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_tokens(["<ftbench_probe>"])
+    tokenizer.save_pretrained(folder)
+    write_params(project, tiny_model_dir, **{"model.tokenizer": str(folder)})
+    model.run(config.load(), st)
+    assert "<ftbench_probe>" in AutoTokenizer.from_pretrained(paths.BASE).get_vocab()
+
+
+def test_a_model_tokenizer_folder_without_one_is_one_line_and_writes_nothing(project, tiny_model_dir, st):
+    (project / "empty").mkdir()
+    write_params(project, tiny_model_dir, **{"model.tokenizer": str(project / "empty")})
+    with pytest.raises(UserError) as err:
+        model.run(config.load(), st)
+    assert "model.tokenizer" in str(err.value) and "\n" not in str(err.value)
+    assert not paths.BASE.exists()

