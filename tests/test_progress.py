@@ -124,3 +124,17 @@ def test_a_level_set_by_a_flag_holds_for_the_stage_and_its_ranks(monkeypatch, ca
     assert capsys.readouterr().err.splitlines() == ["ftbench: warning: a warning line"]
     rank = _python("import ftbench.progress as p; p.configure(); print(p.LOG.getEffectiveLevel())")
     assert rank.stdout.split() == ["30"]  # a process started from this one, as torchrun starts a rank
+
+
+def test_lines_are_printed_once_when_a_library_configures_the_root_logger(capsys):
+    """rouge-score's scoring configures the root logger; ftbench's lines must not then appear twice."""
+    import logging
+
+    root = logging.getLogger()
+    added = logging.StreamHandler(sys.stderr)
+    root.addHandler(added)
+    try:
+        progress.LOG.info("evaluate base: BLEU-4 1.00")
+    finally:
+        root.removeHandler(added)
+    assert capsys.readouterr().err.count("evaluate base: BLEU-4 1.00") == 1

@@ -71,6 +71,9 @@ def _install_handler() -> None:
         handler.setFormatter(_Formatter())
         LOG.addHandler(handler)
     LOG.setLevel(logging.INFO)
+    # its own handler only: a library that configures the root logger (rouge-score's first score() does,
+    # by logging at the root) would otherwise print every later line twice, as `INFO:ftbench:...`
+    LOG.propagate = False
 
 
 def set_level(name: str) -> None:
