@@ -39,10 +39,10 @@ def main() -> None:
                 r.update(evaluate.example_scores(r["prediction"], r["reference"], scorer, graded))
             write_jsonl(paths.predictions_file(name, run), rows)
             summary["runs"][run.key].update(evaluate.aggregate(rows))
-        metrics = evaluate.logged(summary["runs"])
-        summary.update({k: evaluate.mean_over(summary["runs"], k) for k in metrics})
+        numbers = evaluate.means(summary["runs"])
+        summary.update(numbers)
         write_json(paths.EVAL / f"{name}.json", summary)
-        print(f"rescore {name}: " + ", ".join(f"{k} {summary[k]:.2f}" for k in metrics))
+        print(f"rescore {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in numbers.items()))
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     runs = {r.key: evaluate_run(name, r, p, tokenizer, st.record) for r in p.runs(name)}
     if not distributed.is_main():
         return {}
-    summary = {k: mean_over(runs, k) for k in logged(runs)}
+    summary = means(runs)
     summary["convention"] = CONVENTION.format(
         signature=stats.bleu_signature(),
         stemming="on" if p.evaluate.rouge_stemmer else "off",
@@ -242,6 +242,11 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     write_json(paths.EVAL / f"{name}.json", summary)
     LOG.info(f"evaluate {name}: BLEU-4 {summary['bleu4']:.2f}  ROUGE-L {summary['rougeL']:.2f}")
     return summary
+
+
+def means(runs: dict) -> dict[str, float]:
+    """The summary's numbers: each logged metric's mean over the runs."""
+    return {k: mean_over(runs, k) for k in logged(runs)}
 
 
 def logged(runs: dict) -> tuple[str, ...]:
