@@ -4,11 +4,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from rouge_score import rouge_scorer
 
 from ftbench import chat, config, data, evaluate, paths, stats
 from ftbench.atomic import read_jsonl
-from ftbench.loading import load_tokenizer
+from ftbench.errors import UserError
+from ftbench.loading import load_model, load_tokenizer
 
 
 def score(predictions: list[str], references: list[str], stemmer: bool = False, graded: bool = False) -> dict:
@@ -205,3 +207,16 @@ def test_a_merge_that_is_not_the_trained_model_stops_with_one_line(
     monkeypatch.setattr(evaluate, "CONTINUITY_RTOL", float("inf"))
     corrupted, _ = evaluate_qlora(project, tiny_model_dir, st, "merged")
     assert abs(corrupted["loss"] - with_adapter["loss"]) > 1e-4 * with_adapter["loss"]
+
+
+def test_left_padded_generation_is_checked_against_the_prompt_alone(tiny_model_dir):
+    """evaluate.generate compares each batch's most padded prompt with itself unpadded: the same prompt
+    passes; a padded row whose log-probabilities are not those of the prompt (what the H200's corrupted
+    prefill gave) stops the stage with one line."""
+    tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    prompt, other = chat.text_ids(tokenizer, "How many legs has a cat?"), chat.text_ids(tokenizer, "Hi")
+    ids = torch.tensor([tokenizer.pad_token_id] * 3 + prompt)
+    mask = torch.tensor([0] * 3 + [1] * len(prompt))
+    evaluate.check_left_padding(model, ids, mask, prompt)
+    with pytest.raises(UserError, match="batched generation is corrupted"):
+        evaluate.check_left_padding(model, ids, mask, other)

@@ -44,6 +44,10 @@ CONTINUITY_ROWS = 32
 # while a lost, doubled or misplaced adapter moves a trained model's loss by far more. (Not measured on
 # the H200 yet: metrics/eval records each run's difference.)
 CONTINUITY_RTOL = 0.01
+# The left-padding check (evaluate.generate): the most padded prompt of each batch, padded as in the batch
+# and alone, must get the same next-token log-probabilities within this many nats. bf16 rounding moves them
+# by hundredths; the corruption it guards against (loading.SDPA) moved logits by 30-50 (transformers#47651).
+PADDING_TOLERANCE = 1.0
 
 
 def load_for_eval(name: str, run: config.Run, p: config.Params):
@@ -118,14 +122,32 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
             for row, i in enumerate(idx):
                 ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]) :] = 1
-            out = model.generate(
-                input_ids=ids.to(device()), attention_mask=mask.to(device()), generation_config=gen
-            )
+            ids, mask = ids.to(device()), mask.to(device())
+            shortest = min(range(len(idx)), key=lambda row: len(prompts[idx[row]]))  # the most padded
+            check_left_padding(model, ids[shortest], mask[shortest], prompts[idx[shortest]])
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
             for row, i in enumerate(idx):
                 answers[i] = answer_text(tokenizer, out[row, width:].tolist(), stops)
             answers_bar.update(len(idx))
     merged = {i: a for share in distributed.gather(answers) for i, a in share.items()}
     return [merged[i] for i in range(len(prompts))]
+
+
+@torch.no_grad()
+def check_left_padding(model, ids: torch.Tensor, mask: torch.Tensor, prompt: list[int]) -> None:
+    """Stop if a left-padded prompt's next-token log-probabilities differ from the same prompt's alone
+    (PADDING_TOLERANCE): every answer of a batch would then start from a corrupted first token."""
+    if mask.all():
+        return  # no padding, nothing to compare
+    padded = model(input_ids=ids[None], attention_mask=mask[None]).logits[0, -1].float().log_softmax(-1)
+    alone = model(input_ids=torch.tensor([prompt], device=ids.device)).logits[0, -1].float().log_softmax(-1)
+    gap = (padded - alone).abs().max().item()
+    if not gap <= PADDING_TOLERANCE:  # NaN fails too
+        raise UserError(
+            f"batched generation is corrupted on this stack: a left-padded prompt's next-token "
+            f"log-probabilities are {gap:.3g} nats from the same prompt's alone (tolerance "
+            f"{PADDING_TOLERANCE}); set evaluate.batch_size: 1, or use other torch/transformers versions"
+        )
 
 
 def answer_text(tokenizer, ids: list[int], stops: list[int]) -> str:
