@@ -577,7 +577,7 @@ def pareto_figures(p: config.Params, evals: dict, points: list[dict]) -> list[Fi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes_x = {f"{points[0]['memory']} GiB": "peak_memory_gib", "wall s": "wall_s"}
+    axes_x = {f"{points[0]['memory']} GiB": "peak_memory_gib", "wall s per run": "wall_s"}
     figures = []
     for xlabel, key in axes_x.items():
         fig, axs = plt.subplots(1, 2, figsize=(9, 3.4))
