@@ -1,18 +1,28 @@
 import json
 import shutil
 from collections.abc import Collection
+from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ftbench import config, paths, report, stats
-from ftbench.atomic import write_json, write_jsonl
+from ftbench.atomic import read_jsonl, write_json, write_jsonl
 
 from .conftest import write_params
 
 MODELS = ["base", "qlora", "galore", "qlora-3ep", "hybrid"]
 METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, as evaluate reports them
 QUALITY = {"base": 20, "qlora": 40, "galore": 30, "qlora-3ep": 42, "hybrid": 50}
+STAGES = {  # stage -> (wall s, peak GPU GiB, tokens trained)
+    "train-qlora": (10, 3.0, 100),
+    "merge-qlora": (2, 1.0, 0),
+    "train-hybrid": (5, 4.5, 50),
+    "train-galore": (7, 5.0, 80),
+    "train-qlora-3ep": (15, 3.0, 150),
+    **{f"evaluate-{name}": (3, 2.0, 0) for name in MODELS},
+}
 
 
 def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = ()) -> None:
@@ -58,13 +68,7 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
         write_json(
             paths.EVAL / f"{name}.json", {**mean, "convention": "BLEU-4: sacrebleu (tok:13a).", "runs": runs}
         )
-    for stage, wall, gpu, tokens in [
-        ("train-qlora", 10, 3.0, 100),
-        ("merge-qlora", 2, 1.0, 0),
-        ("train-hybrid", 5, 4.5, 50),
-        ("train-galore", 7, 5.0, 80),
-        ("train-qlora-3ep", 15, 3.0, 150),
-    ]:
+    for stage, (wall, gpu, tokens) in STAGES.items():
         write_json(
             paths.RESOURCES / f"{stage}.json",
             {
@@ -76,8 +80,10 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
                 "device": "cpu",
             },
         )
-        (paths.CURVES / stage.removeprefix("train-")).mkdir(parents=True, exist_ok=True)
+    paths.BASE.mkdir(parents=True)  # the report re-tokenizes the answers with the base tokenizer
+    shutil.copy(Path(p.model.source) / "tokenizer.json", paths.BASE)
     for name in p.methods:
+        (paths.CURVES / name).mkdir(parents=True)
         for run in p.runs(name):
             (paths.CURVES / name / f"{run.key.replace('/', '-')}.csv").write_text(
                 "step,loss,lr\n1,2.0,1e-4\n2,1.5,1e-4\n"
@@ -100,10 +106,32 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
     )
 
 
+def expected_cost(name: str, p: config.Params) -> dict:
+    """A model's cost per run from the fabricated records: its stages' wall time and tokens trained
+    summed and divided by its runs, their largest GPU peak."""
+    stages, runs = [STAGES[s] for s in report.cost_stages(name, p)], len(p.runs(name))
+    return {
+        "wall_s": sum(wall for wall, _, _ in stages) / runs,
+        "peak_gpu_gib": max(gpu for _, gpu, _ in stages),
+        "tokens_trained": sum(tokens for _, _, tokens in stages) / runs,
+    }
+
+
+def answer_tokens(p: config.Params, name: str) -> int:
+    """Tokens of a model's saved answers over its runs, by the transformers tokenizer of the base model."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(p.model.source)
+    rows = [r for run in p.runs(name) for r in read_jsonl(paths.predictions_file(name, run))]
+    return sum(len(tokenizer(r["prediction"], add_special_tokens=False).input_ids) for r in rows)
+
+
 def test_chain_and_pairs(project):
     p = config.load()
     assert report.chain("base", p) == []
     assert report.chain("hybrid", p) == ["train-qlora", "merge-qlora", "train-hybrid"]
+    assert report.cost_stages("base", p) == ["evaluate-base"]
+    assert report.cost_stages("hybrid", p) == [*report.chain("hybrid", p), "evaluate-hybrid"]
     assert ("hybrid", "qlora") in report.pairs(p) and ("galore", "qlora") in report.pairs(p)
     assert ("hybrid", "galore") in report.pairs(p) and ("qlora", "base") in report.pairs(p)
     assert report.roles(p) == ("hybrid", "qlora", "galore")
@@ -119,6 +147,8 @@ def test_report_holds_every_section_and_sums_the_hybrid_chain(project, tiny_mode
         "Quality",
         "Differences",
         "The seed's expectation",
+        "Ranking: quality against cost",
+        "Which differences the test set can resolve",
         "Resources",
         "Data",
         "Provenance",
@@ -127,12 +157,16 @@ def test_report_holds_every_section_and_sums_the_hybrid_chain(project, tiny_mode
     assert "**Across training seeds**" in text
     assert "Exact match" not in text  # no `#### <answer>` in the references: the report as before
     hybrid_cost = next(line for line in text.splitlines() if line.startswith("| hybrid | train-qlora"))
-    assert "| 17.0 | 4.50 | 1.00 | 150 |" in hybrid_cost
+    c = expected_cost("hybrid", p)
+    assert (
+        f"| {c['wall_s']:.1f} | {c['peak_gpu_gib']:.2f} | 1.00 | {c['tokens_trained']:.0f} |" in hybrid_cost
+    )
     assert "| builtin/seed0 | hybrid − qlora | ROUGE-L |" in text
     assert paths.REPORT.read_text() == text
     page = paths.REPORT_HTML.read_text()  # the same tables (headless Chromium checks the rendering)
     assert "<h2>The seed&#x27;s expectation</h2>" in page and page.count("<img") == 3
-    assert "<td>hybrid</td><td>train-qlora + merge-qlora + train-hybrid</td><td>17.0</td>" in page
+    stages = " + ".join(report.cost_stages("hybrid", p))
+    assert f"<td>hybrid</td><td>{stages}</td><td>{c['wall_s']:.1f}</td>" in page
 
 
 def recomputed(p: config.Params, name: str, metric: str) -> tuple[float, float, float]:
@@ -166,8 +200,13 @@ def test_report_json_holds_intervals_differences_verdicts_and_costs(project):
         "ci_high": round(hi, 4),
     }
     assert hybrid["builtin/seed0"]["test_loss"] == 1.0
-    assert hybrid["cost"] == {"wall_s": 17, "peak_gpu_gib": 4.5, "peak_rss_gib": 1.0, "tokens": 150}
-    assert set(out["models"]["base"]) == {"builtin"}  # one run per dataset, and no training cost
+    assert hybrid["cost"] == {
+        **expected_cost("hybrid", p),
+        "peak_rss_gib": 1.0,
+        "tokens_generated": answer_tokens(p, "hybrid") / len(p.runs("hybrid")),
+    }
+    assert set(out["models"]["base"]) == {"builtin", "cost"}  # one run per dataset; its evaluation's cost
+    assert out["models"]["base"]["cost"]["wall_s"] == STAGES["evaluate-base"][0]  # one run
     # no `#### <answer>` in the references: no exact match in any table or key
     assert set(hybrid["builtin/seed0"]) == {"bleu4", "rougeL", "test_loss"} and "Exact match" not in text
     assert set(out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]) == {"bleu4", "rougeL"}
@@ -183,7 +222,8 @@ def test_report_json_holds_intervals_differences_verdicts_and_costs(project):
         in text
     )
     points = {pt["model"]: pt for pt in json.loads(paths.PARETO.read_text())}
-    assert points["hybrid"]["wall_s"] == 17 and points["hybrid"]["peak_memory_gib"] == 4.5
+    assert points["hybrid"]["wall_s"] == expected_cost("hybrid", p)["wall_s"]
+    assert points["hybrid"]["peak_memory_gib"] == expected_cost("hybrid", p)["peak_gpu_gib"]
     assert points["hybrid"]["rougeL"] == json.loads((paths.EVAL / "hybrid.json").read_text())["rougeL"]
 
 
@@ -334,3 +374,121 @@ def test_conventions_say_which_form_each_qlora_model_was_scored_in(project):
     assert "first 32 test rows is within 0.120% of NF4 + adapter's, tolerance 1%" in conventions
     assert "Scored form, qlora-3ep: nf4+adapter (the adapter on the NF4 base, as trained)." in conventions
     assert "Scored form, galore" not in conventions and "Scored form, hybrid" not in conventions
+
+
+def dominated(point: tuple, others: list[tuple]) -> bool:
+    """(quality, wall s, memory): another point is at least as good and at most as costly, not the same."""
+    return any(q >= point[0] and w <= point[1] and m <= point[2] and (q, w, m) != point for q, w, m in others)
+
+
+@pytest.mark.parametrize(
+    ("base_gpu_gib", "base_optimal"),
+    [(100.0, False), (0.5, True)],
+    ids=["base-dominated", "base-kept-by-its-memory"],
+)
+def test_ranking_orders_every_model_by_bleu_and_flags_the_pareto_front(project, base_gpu_gib, base_optimal):
+    p = config.load()
+    fabricate_stage_outputs(p)
+    # the base model's evaluation made the slowest stage: the least good and the slowest model, so only
+    # the least memory keeps it on the front
+    write_json(
+        paths.RESOURCES / "evaluate-base.json",
+        {
+            "stage": "evaluate-base",
+            "wall_s": 1000,
+            "peak_gpu_gib": base_gpu_gib,
+            "peak_rss_gib": 1.0,
+            "device": "cpu",
+        },
+    )
+    text = report.run(p)
+    out = json.loads(paths.REPORT_JSON.read_text())
+    models = out["models"]
+    bleu = {
+        name: models[name][report.run_for(name, config.Run("builtin", 0)).key]["bleu4"] for name in models
+    }
+    ranked = out["ranking"]["builtin/seed0"]
+    assert set(ranked) == set(report.models(p))
+    by_rank = sorted(ranked, key=lambda name: ranked[name]["rank"])
+    assert by_rank == sorted(bleu, key=lambda name: -bleu[name]["value"])
+    table = text.split("## Ranking: quality against cost")[1].split("## ")[0]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "[" in line]
+    assert [row[1] for row in rows] == by_rank
+    assert (
+        rows[0][2] == f"{bleu[by_rank[0]]['value']:.2f} [{bleu[by_rank[0]]['ci_low']:.2f}, "
+        f"{bleu[by_rank[0]]['ci_high']:.2f}]"
+    )
+    points = {
+        n: (bleu[n]["value"], models[n]["cost"]["wall_s"], models[n]["cost"]["peak_gpu_gib"]) for n in models
+    }
+    for name in models:
+        expected = not dominated(points[name], [x for n, x in points.items() if n != name])
+        assert ranked[name]["pareto_optimal"] == expected
+        assert (rows[by_rank.index(name)][-1].rstrip(" |") == "yes") == expected
+    assert ranked["base"]["pareto_optimal"] == base_optimal and ranked[by_rank[0]]["pareto_optimal"]
+
+
+def test_pareto_optimal_drops_a_dominated_model_only():
+    points = {
+        "cheap": (40.0, 10.0, 3.0),
+        "better": (50.0, 20.0, 5.0),
+        "dominated": (40.0, 12.0, 3.0),
+        "twin": (50.0, 20.0, 5.0),
+        "leaner": (30.0, 30.0, 1.0),
+    }
+    expected = {n for n, x in points.items() if not dominated(x, [y for m, y in points.items() if m != n])}
+    assert report.pareto_optimal(points) == expected == {"cheap", "better", "twin", "leaner"}
+
+
+def test_resolution_says_resolved_only_when_the_interval_excludes_zero():
+    run = "builtin/seed0"
+    diffs = [  # (run, a, b, metric, a - b): the Differences' pairs, some the other way round
+        (run, "hybrid", "qlora", "bleu4", {"diff": 6.0, "lo": 2.0, "hi": 10.0, "p": 0.004}),
+        (run, "qlora", "base", "bleu4", {"diff": 1.0, "lo": -3.0, "hi": 5.0, "p": 0.6}),
+        (run, "hybrid", "base", "bleu4", {"diff": 7.0, "lo": 1.0, "hi": 13.0, "p": 0.01}),
+        (run, "qlora", "base", "rougeL", {"diff": -4.0, "lo": -7.0, "hi": -1.0, "p": 0.02}),
+    ]
+    ranked = {run: [{"model": m} for m in ("hybrid", "qlora", "base")]}
+    got = report.resolution(ranked, diffs)[run]
+    assert [(a, b, report.resolved(d)) for a, b, d in got["adjacent"]] == [
+        ("hybrid", "qlora", True),
+        ("qlora", "base", False),
+    ]
+    widths = [(d["hi"] - d["lo"]) / 2 for _, _, _, m, d in diffs if m == "bleu4"]
+    assert got["min_detectable"] == {"bleu4": float(np.median(widths)), "rougeL": 3.0}
+    # a pair the Differences hold the other way round comes back negated
+    base_first = report.resolution({run: [{"model": "base"}, {"model": "qlora"}]}, diffs)[run]["adjacent"]
+    assert base_first == [("base", "qlora", {"diff": -1.0, "lo": -5.0, "hi": 3.0, "p": 0.6})]
+    _, parts = report.resolution_section(report.resolution(ranked, diffs))
+    rows = parts[1].rows
+    assert rows[0][1:] == ["hybrid − qlora", "+6.00", "[+2.00, +10.00]", "0.004", "resolved"]
+    assert rows[1][1:] == ["qlora − base", "+1.00", "[-3.00, +5.00]", "0.600", "not resolved"]
+
+
+def test_report_ranks_and_resolves_every_model_in_json_md_and_pareto_data(project):
+    p = config.load()
+    fabricate_stage_outputs(p)
+    text = report.run(p)
+    out = json.loads(paths.REPORT_JSON.read_text())
+    res = out["resolution"]["builtin/seed0"]
+    ranked = out["ranking"]["builtin/seed0"]
+    by_rank = sorted(ranked, key=lambda name: ranked[name]["rank"])
+    assert list(res["adjacent"]) == [f"{a}-vs-{b}" for a, b in pairwise(by_rank)]
+    section = text.split("## Which differences the test set can resolve")[1].split("## ")[0]
+    for pair, d in res["adjacent"].items():
+        assert d["resolved"] == (d["ci_low"] > 0 or d["ci_high"] < 0)
+        a, b = pair.split("-vs-")
+        row = next(line for line in section.splitlines() if line.startswith(f"| builtin/seed0 | {a} − {b} |"))
+        assert row.endswith(" | resolved |" if d["resolved"] else " | not resolved |")
+    halves = [
+        (d["bleu4"]["ci_high"] - d["bleu4"]["ci_low"]) / 2
+        for d in (pair["builtin/seed0"] for pair in out["pairs"].values())
+    ]
+    assert res["min_detectable"]["bleu4"] == pytest.approx(float(np.median(halves)), abs=2e-4)
+    assert f"| builtin/seed0 | BLEU-4 | {res['min_detectable']['bleu4']:.2f} |" in section
+    points = {pt["model"]: pt for pt in json.loads(paths.PARETO.read_text())}
+    assert set(points) == set(report.models(p))
+    for name, pt in points.items():
+        assert pt["wall_s"] == expected_cost(name, p)["wall_s"]
+        assert pt["bleu4"] == json.loads((paths.EVAL / f"{name}.json").read_text())["bleu4"]
+    assert out["models"]["base"]["cost"]["tokens_generated"] == answer_tokens(p, "base") > 0  # one run

@@ -1,8 +1,10 @@
 """Report stage: metrics/report.md and a self-contained metrics/report.html (plots embedded).
 
 Quality with paired-bootstrap intervals, pairwise differences with p-values, the seed's expectation,
-resources per stage and per method (a method's cost is its whole chain: the hybrid's is the QLoRA stage
-+ the merge + its GaLore stage), Pareto and loss-curve plots, the data summary and provenance.
+every evaluated model ranked by quality against its total cost (a model's cost is its whole chain: the
+hybrid's is the QLoRA stage + the merge + its GaLore stage + its evaluation) with the differences the
+test set can resolve, resources per stage and per model, Pareto and loss-curve plots, the data summary
+and provenance.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from ftbench.errors import UserError, stage_main
 from ftbench.progress import bar
 
 HEADLINE = ("bleu4", "rougeL")
+PRIMARY = HEADLINE[0]  # the ranking's order
 EXACT_MATCH = stats.EXACT_MATCH  # only in runs on data with final `####` answers (stats.has_final_answers)
 COMPARED = (*HEADLINE, EXACT_MATCH)  # metrics in the differences, the expectation and report.json
 LABELS = {  # table order
@@ -76,11 +80,18 @@ def _read(path: Path) -> dict:
 
 
 def models(p: config.Params) -> list[str]:
+    """Every evaluated model, in the report's order: the base model, then the trained methods."""
     return ["base", *p.methods]
 
 
+def compared_runs(p: config.Params) -> list[config.Run]:
+    """The runs the per-run tables compare models on: a trained model's (dataset, seed) runs; the base
+    model stands in each with its run on that dataset (run_for)."""
+    return p.runs(next(iter(p.methods)))
+
+
 def chain(name: str, p: config.Params) -> list[str]:
-    """Resource records that make up a model, earliest first (base: none)."""
+    """Resource records of the stages that built a model, earliest first (base: none)."""
     if name == "base":
         return []
     init = p.methods[name].init
@@ -88,6 +99,12 @@ def chain(name: str, p: config.Params) -> list[str]:
         return [f"train-{name}"]
     source = init.split("/", 1)[1]
     return [*chain(source, p), f"merge-{source}", f"train-{name}"]
+
+
+def cost_stages(name: str, p: config.Params) -> list[str]:
+    """Resource records a model's total cost sums: the stages that built it, then its evaluation. The
+    model stage (download and convert the base weights) is shared by every model and left out."""
+    return [*chain(name, p), f"evaluate-{name}"]
 
 
 def per_example(name: str, run: config.Run) -> stats.Scores:
@@ -141,7 +158,7 @@ def quality(p: config.Params, evals: dict, scores: dict, indices: dict, tick: Ti
 
 def quality_section(p: config.Params, evals: dict, numbers: dict, indices: dict) -> Section:
     parts: list = []
-    for run in p.runs(next(iter(p.methods))):
+    for run in compared_runs(p):
         rows = []
         metrics = carried(LABELS, numbers["base"][run.dataset])  # one dataset: the same for every model
         for name in models(p):
@@ -171,19 +188,22 @@ def quality_section(p: config.Params, evals: dict, numbers: dict, indices: dict)
 
 def seeds_table(p: config.Params, evals: dict) -> Table:
     metrics = [m for m in COMPARED if any(m in v for e in evals.values() for v in e["runs"].values())]
-    rows = []
-    for dataset in p.data.datasets:
-        for name in models(p):
-            runs = [v for k, v in evals[name]["runs"].items() if k.split("/")[0] == dataset]
-            cells = [dataset, name]
-            for metric in metrics:
-                if metric not in runs[0]:  # exact match on a dataset without final answers
-                    cells.append("-")
-                    continue
-                values = np.array([v[metric] for v in runs])
-                cells.append(f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}")
-            rows.append(cells)
+    rows = [
+        [dataset, name, *(over_seeds(evals[name], dataset, m) for m in metrics)]
+        for dataset in p.data.datasets
+        for name in models(p)
+    ]
     return Table(["dataset", "model", *(LABELS[m] for m in metrics)], rows)
+
+
+def over_seeds(e: dict, dataset: str, metric: str) -> str:
+    """`mean ± sd` of a metric over one model's runs on a dataset (sd 0 for a single run), from its
+    metrics/eval file; `-` for exact match on a dataset without final answers."""
+    runs = [v for k, v in e["runs"].items() if k.split("/")[0] == dataset]
+    if metric not in runs[0]:
+        return "-"
+    values = np.array([v[metric] for v in runs])
+    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}"
 
 
 def llamafactory_table(p: config.Params, evals: dict) -> Table:
@@ -196,8 +216,8 @@ def llamafactory_table(p: config.Params, evals: dict) -> Table:
 
 
 def pairs(p: config.Params) -> list[tuple[str, str]]:
-    """Every later method against every earlier one (params order), then each method against base."""
-    names = list(p.methods)
+    """Every later model against every earlier one (models order), then each against base."""
+    names = [name for name in models(p) if name != "base"]
     return [(b, a) for i, a in enumerate(names) for b in names[i + 1 :]] + [(m, "base") for m in names]
 
 
@@ -206,7 +226,7 @@ def differences(
 ) -> list[tuple[str, str, str, str, dict]]:
     """(run key, a, b, metric, a − b with its interval and p) for every pair and headline metric."""
     out = []
-    for run in p.runs(next(iter(p.methods))):
+    for run in compared_runs(p):
         for a, b in pairs(p):
             sa, sb = scores[a, run_for(a, run).key], scores[b, run_for(b, run).key]
             metrics = carried(COMPARED, sa)
@@ -290,7 +310,7 @@ def expectation_section(p: config.Params, verdicts: list[tuple[str, str, dict]])
     ]
 
 
-def resources_section(p: config.Params, resources: dict) -> Section:
+def resources_section(p: config.Params, resources: dict, costs: dict[str, dict]) -> Section:
     stage_rows = [
         [
             r["stage"],
@@ -305,17 +325,17 @@ def resources_section(p: config.Params, resources: dict) -> Section:
         ]
         for r in resources.values()
     ]
-    method_rows = [
+    model_rows = [
         [
             name,
-            " + ".join(chain(name, p)) or "-",
-            fmt(cost["wall_s"], 1),
-            fmt(cost["peak_gpu_gib"]),
-            fmt(cost["peak_rss_gib"]),
-            f"{cost['tokens']:,}",
+            " + ".join(cost_stages(name, p)),
+            fmt(c["wall_s"], 1),
+            fmt(c["peak_gpu_gib"]),
+            fmt(c["peak_rss_gib"]),
+            f"{c['tokens_trained']:,.0f}",
+            f"{c['tokens_generated']:,.0f}",
         ]
-        for name in models(p)
-        for cost in [method_cost(name, p, resources)]
+        for name, c in costs.items()
     ]
     return "Resources", [
         "Per stage (peak GPU: NVML device memory above the stage's starting baseline):",
@@ -333,22 +353,191 @@ def resources_section(p: config.Params, resources: dict) -> Section:
             ],
             stage_rows,
         ),
-        "Per model, summed over the stages that built it (peaks: the largest of its stages):",
+        "Per model and run: summed over the stages that built it and its evaluation, divided by its runs "
+        "(peaks: the largest of its stages; the model stage, shared by every model, is not counted; "
+        "tokens generated: its answers re-tokenized with the base tokenizer, stop token not counted):",
         Table(
-            ["model", "stages", "train wall s", "peak GPU GiB", "peak RSS GiB", "tokens trained"], method_rows
+            [
+                "model",
+                "stages",
+                "wall s per run",
+                "peak GPU GiB",
+                "peak RSS GiB",
+                "tokens trained per run",
+                "tokens generated per run",
+            ],
+            model_rows,
         ),
     ]
 
 
-def method_cost(name: str, p: config.Params, resources: dict) -> dict:
-    stages = [resources[s] for s in chain(name, p)]
+def cost(name: str, p: config.Params, resources: dict, generated: int) -> dict:
+    """A model's total cost per run: wall time summed over its cost stages, the tokens its training
+    stages trained on and the `generated` tokens of its answers, each divided by its runs (each stage ran
+    them all: one per dataset, and per seed for a trained model, so that a trained model is not charged
+    for its seeds beside the base model); memory: the largest peak of its stages."""
+    runs = len(p.runs(name))
+    stages = [resources[s] for s in cost_stages(name, p)]
     gpu = [s["peak_gpu_gib"] for s in stages if s["peak_gpu_gib"] is not None]
     return {
-        "wall_s": sum(s["wall_s"] for s in stages),
+        "wall_s": sum(s["wall_s"] for s in stages) / runs,
         "peak_gpu_gib": max(gpu) if gpu else None,
-        "peak_rss_gib": max((s["peak_rss_gib"] for s in stages), default=None),
-        "tokens": sum(s.get("tokens", 0) for s in stages),
+        "peak_rss_gib": max(s["peak_rss_gib"] for s in stages),
+        "tokens_trained": sum(resources[s].get("tokens", 0) for s in chain(name, p)) / runs,
+        "tokens_generated": generated / runs,
     }
+
+
+def base_tokenizer():
+    """The base model's tokenizer (the `tokenizers` library alone: no model code to import)."""
+    from tokenizers import Tokenizer
+
+    path = paths.BASE / "tokenizer.json"
+    if not path.exists():
+        raise UserError(f"{path} is missing; run `dvc repro` so every stage before the report has run")
+    return Tokenizer.from_file(str(path))
+
+
+def generated_tokens(name: str, p: config.Params, tokenizer) -> int:
+    """Tokens of a model's answers over all its runs. evaluate does not record the count, so the saved
+    answers are re-tokenized (cheap next to the bootstrap); the stop token that ended each is not counted."""
+    answers = [r["prediction"] for run in p.runs(name) for r in read_jsonl(paths.predictions_file(name, run))]
+    return sum(len(e.ids) for e in tokenizer.encode_batch(answers, add_special_tokens=False))
+
+
+# ---------------------------------------------------------------- ranking
+
+
+def ranking(p: config.Params, numbers: dict, costs: dict[str, dict]) -> dict[str, list[dict]]:
+    """Run key -> every evaluated model, best first by the primary metric's point estimate, each with its
+    rank, quality numbers and whether it is Pareto-optimal in quality, wall time and memory."""
+    _, memory = memory_axis(costs)
+    out = {}
+    for run in compared_runs(p):
+        quality = {name: numbers[name][run_for(name, run).key] for name in models(p)}
+        order = sorted(models(p), key=lambda name: -quality[name][PRIMARY]["value"])
+        optimal = pareto_optimal(
+            {n: (quality[n][PRIMARY]["value"], costs[n]["wall_s"], costs[n][memory]) for n in order}
+        )
+        out[run.key] = [
+            {"model": n, "rank": i, "quality": quality[n], "pareto_optimal": n in optimal}
+            for i, n in enumerate(order, start=1)
+        ]
+    return out
+
+
+def pareto_optimal(points: dict[str, tuple[float, float, float]]) -> set[str]:
+    """The models of (quality, wall s, memory) points that no other point dominates: at least as good
+    in quality and at most as costly in wall time and memory, and not the same point."""
+
+    def dominates(a: tuple, b: tuple) -> bool:
+        return a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2] and a != b
+
+    return {n for n, x in points.items() if not any(dominates(y, x) for y in points.values())}
+
+
+def paired(diffs: list[tuple[str, str, str, str, dict]], run_key: str, a: str, b: str, metric: str) -> dict:
+    """a − b on a run, from the Differences (computed there as b − a for some pairs: then negated)."""
+    for key, x, y, m, d in diffs:
+        if (key, m) != (run_key, metric):
+            continue
+        if (x, y) == (a, b):
+            return d
+        if (x, y) == (b, a):
+            return {"diff": -d["diff"], "lo": -d["hi"], "hi": -d["lo"], "p": d["p"]}
+    raise KeyError(f"no difference {a} − {b} on {run_key} for {metric}")
+
+
+def resolved(d: dict) -> bool:
+    """The test set resolves a difference whose 95% interval excludes 0."""
+    return d["lo"] > 0 or d["hi"] < 0
+
+
+def resolution(ranked: dict[str, list[dict]], diffs: list[tuple[str, str, str, str, dict]]) -> dict:
+    """Run key -> the primary-metric difference of each pair adjacent in the ranking (better − worse),
+    and each compared metric's minimum detectable difference: the median half-width of the 95%
+    intervals of every pair's paired difference on that run."""
+    out = {}
+    for run_key, entries in ranked.items():
+        names = [e["model"] for e in entries]
+        half_widths: dict[str, list[float]] = {}
+        for key, _, _, m, d in diffs:
+            if key == run_key:
+                half_widths.setdefault(m, []).append((d["hi"] - d["lo"]) / 2)
+        out[run_key] = {
+            "adjacent": [(a, b, paired(diffs, run_key, a, b, PRIMARY)) for a, b in pairwise(names)],
+            "min_detectable": {m: float(np.median(w)) for m, w in half_widths.items()},
+        }
+    return out
+
+
+def ranking_section(p: config.Params, evals: dict, ranked: dict, costs: dict[str, dict]) -> Section:
+    label, memory = memory_axis(costs)
+    several_seeds = len(p.seeds) > 1
+    parts: list = [
+        f"Every evaluated model, best first by {LABELS[PRIMARY]} (95% paired-bootstrap intervals), beside "
+        "its total cost per run: the stages that built it and its evaluation (the Resources table's; "
+        f"memory: the {label.removesuffix(' GiB')} of its stages). Pareto-optimal: no other model "
+        f"is at least as good in {LABELS[PRIMARY]} and at most as costly in both wall time and memory."
+    ]
+    for run_key, entries in ranked.items():
+        metrics = carried(COMPARED, entries[0]["quality"])
+        seeds_header = [f"{LABELS[PRIMARY]} over seeds"] if several_seeds else []
+        rows = []
+        for e in entries:
+            q, c = e["quality"], costs[e["model"]]
+            rows.append(
+                [
+                    str(e["rank"]),
+                    e["model"],
+                    *(f"{q[m]['value']:.2f} [{q[m]['ci_low']:.2f}, {q[m]['ci_high']:.2f}]" for m in metrics),
+                    *(
+                        [over_seeds(evals[e["model"]], run_key.split("/")[0], PRIMARY)]
+                        if several_seeds
+                        else []
+                    ),
+                    fmt(c["wall_s"], 1),
+                    fmt(c[memory]),
+                    f"{c['tokens_trained']:,.0f}",
+                    f"{c['tokens_generated']:,.0f}",
+                    "yes" if e["pareto_optimal"] else "",
+                ]
+            )
+        headers = ["rank", "model", *(LABELS[m] for m in metrics), *seeds_header, "wall s per run", label]
+        parts += [
+            f"**{run_key}**",
+            Table([*headers, "tokens trained per run", "tokens generated per run", "Pareto-optimal"], rows),
+        ]
+    return "Ranking: quality against cost", parts
+
+
+def resolution_section(resolved_by_run: dict) -> Section:
+    adjacent_rows = [
+        [
+            run_key,
+            f"{a} − {b}",
+            f"{d['diff']:+.2f}",
+            f"[{d['lo']:+.2f}, {d['hi']:+.2f}]",
+            f"{d['p']:.3f}",
+            "resolved" if resolved(d) else "not resolved",
+        ]
+        for run_key, r in resolved_by_run.items()
+        for a, b, d in r["adjacent"]
+    ]
+    detectable_rows = [
+        [run_key, LABELS[m], f"{x:.2f}"]
+        for run_key, r in resolved_by_run.items()
+        for m, x in r["min_detectable"].items()
+    ]
+    return "Which differences the test set can resolve", [
+        f"Each pair adjacent in the ranking, better − worse in {LABELS[PRIMARY]} (the paired bootstrap of "
+        "the Differences section): resolved if its 95% interval excludes 0, else the test set cannot "
+        "order the two.",
+        Table(["run", "pair", "difference", "95% interval", "p", "test set"], adjacent_rows),
+        "Minimum detectable difference: the median half-width of the 95% intervals of every pair's paired "
+        "difference on the run; a difference well below it usually has an interval that holds 0.",
+        Table(["run", "metric", "minimum detectable difference"], detectable_rows),
+    ]
 
 
 # ---------------------------------------------------------------- plots
@@ -361,15 +550,14 @@ def _png(fig) -> bytes:
 
 
 def memory_axis(costs: dict[str, dict]) -> tuple[str, str]:
-    """(label, cost key) of the memory axis: the GPU peak where every method has one, else peak RSS."""
+    """(label, cost key) of the memory axis: the GPU peak where every model has one, else peak RSS."""
     if all(c["peak_gpu_gib"] is not None for c in costs.values()):
         return "peak GPU GiB", "peak_gpu_gib"
     return "peak RSS GiB", "peak_rss_gib"
 
 
-def pareto_points(p: config.Params, evals: dict, resources: dict) -> list[dict]:
-    """One point per method for the quality-against-cost plots (report.html and `dvc plots`)."""
-    costs = {n: method_cost(n, p, resources) for n in p.methods}
+def pareto_points(evals: dict, costs: dict[str, dict]) -> list[dict]:
+    """One point per evaluated model for the quality-against-cost plots (report.html and `dvc plots`)."""
     label, key = memory_axis(costs)
     return [
         {
@@ -389,7 +577,7 @@ def pareto_figures(p: config.Params, evals: dict, points: list[dict]) -> list[Fi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes_x = {f"{points[0]['memory']} GiB": "peak_memory_gib", "train wall s": "wall_s"}
+    axes_x = {f"{points[0]['memory']} GiB": "peak_memory_gib", "wall s per run": "wall_s"}
     figures = []
     for xlabel, key in axes_x.items():
         fig, axs = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -551,12 +739,17 @@ class Results:
     quality: dict
     differences: list
     expectations: list
+    costs: dict
+    ranking: dict
+    resolution: dict
     points: list
 
 
 def compute(p: config.Params) -> Results:
     evals = {name: _read(paths.EVAL / f"{name}.json") for name in models(p)}
-    resources = {s: _read(paths.RESOURCES / f"{s}.json") for name in models(p) for s in chain(name, p)}
+    resources = {s: _read(paths.RESOURCES / f"{s}.json") for name in models(p) for s in cost_stages(name, p)}
+    tokenizer = base_tokenizer()
+    costs = {name: cost(name, p, resources, generated_tokens(name, p, tokenizer)) for name in models(p)}
     scores, indices = {}, {}
     for name in models(p):
         for run in p.runs(name):
@@ -565,15 +758,22 @@ def compute(p: config.Params) -> Results:
             indices.setdefault(run.dataset, stats.resample_indices(n, p.report.resamples, p.seed))
     # the bootstrap is the report's long phase: p.report.resamples draws per interval
     with bar("report: bootstrap", interval_count(p, scores), unit=" intervals") as intervals:
-        return Results(
-            evals,
-            resources,
-            indices,
-            quality(p, evals, scores, indices, intervals.update),
-            differences(p, scores, indices, intervals.update),
-            expectations(p, scores, indices, intervals.update),
-            pareto_points(p, evals, resources),
-        )
+        numbers = quality(p, evals, scores, indices, intervals.update)
+        diffs = differences(p, scores, indices, intervals.update)
+        verdicts = expectations(p, scores, indices, intervals.update)
+    ranked = ranking(p, numbers, costs)
+    return Results(
+        evals,
+        resources,
+        indices,
+        numbers,
+        diffs,
+        verdicts,
+        costs,
+        ranked,
+        resolution(ranked, diffs),
+        pareto_points(evals, costs),
+    )
 
 
 def build(p: config.Params, r: Results) -> list[Section]:
@@ -587,7 +787,9 @@ def build(p: config.Params, r: Results) -> list[Section]:
         quality_section(p, r.evals, r.quality, r.indices),
         differences_section(r.differences),
         expectation_section(p, r.expectations),
-        resources_section(p, r.resources),
+        ranking_section(p, r.evals, r.ranking, r.costs),
+        resolution_section(r.resolution),
+        resources_section(p, r.resources, r.costs),
         ("Plots", [*pareto_figures(p, r.evals, r.points), loss_figure(p)]),
         data_section(),
         provenance_section(r.resources),
@@ -621,20 +823,30 @@ def summary(p: config.Params, r: Results) -> dict:
 
     Keys read as columns, e.g. models.qlora.builtin/seed0.bleu4.ci_low; runs are keyed as report.md's
     quality tables are (dataset, or dataset/seed<k> for a trained model)."""
-    out: dict = {"models": {}, "pairs": {}, "expectation": {}}
+    out: dict = {"models": {}, "pairs": {}, "expectation": {}, "ranking": {}, "resolution": {}}
     for name, runs in r.quality.items():
         out["models"][name] = {
             key: {**{m: _rounded(q[m]) for m in carried(COMPARED, q)}, "test_loss": _rounded(q["test_loss"])}
             for key, q in runs.items()
         }
-    for name in p.methods:
-        out["models"][name]["cost"] = _rounded(method_cost(name, p, r.resources))
+    for name, c in r.costs.items():
+        out["models"][name]["cost"] = _rounded(c)
     for run_key, a, b, m, d in r.differences:
         pair = out["pairs"].setdefault(f"{a}-vs-{b}", {}).setdefault(run_key, {})
         pair[m] = _rounded({"diff": d["diff"], "ci_low": d["lo"], "ci_high": d["hi"], "p": d["p"]})
     for run_key, m, e in r.expectations:
         margin = {"margin": e["margin"], "ci_low": e["lo"], "ci_high": e["hi"], "verdict": e["verdict"]}
         out["expectation"].setdefault(run_key, {})[m] = _rounded(margin)
+    for run_key, entries in r.ranking.items():
+        out["ranking"][run_key] = {
+            e["model"]: {"rank": e["rank"], "pareto_optimal": e["pareto_optimal"]} for e in entries
+        }
+    for run_key, res in r.resolution.items():
+        adjacent = {
+            f"{a}-vs-{b}": {"diff": d["diff"], "ci_low": d["lo"], "ci_high": d["hi"], "resolved": resolved(d)}
+            for a, b, d in res["adjacent"]
+        }
+        out["resolution"][run_key] = _rounded({"adjacent": adjacent, "min_detectable": res["min_detectable"]})
     return out
 
 
