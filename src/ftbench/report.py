@@ -76,13 +76,22 @@ def _read(path: Path) -> dict:
 
 
 def models(p: config.Params) -> list[str]:
-    return ["base", *p.methods]
+    return ["base", *compared(p)]
+
+
+def compared(p: config.Params) -> list[str]:
+    """The evaluated models that are compared with one another and with base: methods, then ensembles."""
+    return [*p.methods, *p.ensembles]
 
 
 def chain(name: str, p: config.Params) -> list[str]:
-    """Resource records that make up a model, earliest first (base: none)."""
+    """Resource records that make up a model, earliest first (base: none). An ensemble's are its
+    members' stages and its own evaluation: its cost is mostly at inference (two models, two passes)."""
     if name == "base":
         return []
+    if name in p.ensembles:
+        members = [s for m in p.ensembles[name].members for s in chain(m, p)]
+        return [*dict.fromkeys(members), f"evaluate-{name}"]
     init = p.methods[name].init
     if init == "base":
         return [f"train-{name}"]
@@ -133,8 +142,8 @@ def quality(p: config.Params, evals: dict, scores: dict, indices: dict, tick: Ti
             e = evals[name]["runs"][run.key]
             out.setdefault(name, {})[run.key] = {
                 **numbers,
-                "test_loss": e["loss"],
-                "perplexity": e["perplexity"],
+                "test_loss": e.get("loss"),  # an ensemble's runs have none
+                "perplexity": e.get("perplexity"),
             }
     return out
 
@@ -196,8 +205,9 @@ def llamafactory_table(p: config.Params, evals: dict) -> Table:
 
 
 def pairs(p: config.Params) -> list[tuple[str, str]]:
-    """Every later method against every earlier one (params order), then each method against base."""
-    names = list(p.methods)
+    """Every later model against every earlier one (methods, then ensembles, in params order), then each
+    against base."""
+    names = compared(p)
     return [(b, a) for i, a in enumerate(names) for b in names[i + 1 :]] + [(m, "base") for m in names]
 
 
@@ -333,10 +343,27 @@ def resources_section(p: config.Params, resources: dict) -> Section:
             ],
             stage_rows,
         ),
-        "Per model, summed over the stages that built it (peaks: the largest of its stages):",
-        Table(
-            ["model", "stages", "train wall s", "peak GPU GiB", "peak RSS GiB", "tokens trained"], method_rows
-        ),
+        "Per model, summed over the stages that built it (an ensemble: its members' training and its own "
+        "evaluation; peaks: the largest of its stages):",
+        Table(["model", "stages", "wall s", "peak GPU GiB", "peak RSS GiB", "tokens trained"], method_rows),
+        *inference_lines(p, resources),
+    ]
+
+
+def inference_lines(p: config.Params, resources: dict) -> list[str]:
+    """Per ensemble, its evaluation's time and memory next to its members' own evaluations: the seed
+    names "inference time 2x, memory 2x" as the ensemble's cost."""
+
+    def measured(stage: str) -> str:
+        r = resources[stage]
+        memory = f"peak RSS {fmt(r['peak_rss_gib'])} GiB, peak GPU {fmt(r['peak_gpu_gib'])} GiB"
+        return f"{stage} {fmt(r['wall_s'], 1)} s, {memory}"
+
+    return [
+        f"Inference, {name} ({' + '.join(e.members)}): {measured(f'evaluate-{name}')}; its members alone: "
+        + "; ".join(measured(f"evaluate-{m}") for m in dict.fromkeys(e.members))
+        + "."
+        for name, e in p.ensembles.items()
     ]
 
 
@@ -369,7 +396,7 @@ def memory_axis(costs: dict[str, dict]) -> tuple[str, str]:
 
 def pareto_points(p: config.Params, evals: dict, resources: dict) -> list[dict]:
     """One point per method for the quality-against-cost plots (report.html and `dvc plots`)."""
-    costs = {n: method_cost(n, p, resources) for n in p.methods}
+    costs = {n: method_cost(n, p, resources) for n in compared(p)}
     label, key = memory_axis(costs)
     return [
         {
@@ -389,7 +416,7 @@ def pareto_figures(p: config.Params, evals: dict, points: list[dict]) -> list[Fi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes_x = {f"{points[0]['memory']} GiB": "peak_memory_gib", "train wall s": "wall_s"}
+    axes_x = {f"{points[0]['memory']} GiB": "peak_memory_gib", "wall s (its stages)": "wall_s"}
     figures = []
     for xlabel, key in axes_x.items():
         fig, axs = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -556,7 +583,9 @@ class Results:
 
 def compute(p: config.Params) -> Results:
     evals = {name: _read(paths.EVAL / f"{name}.json") for name in models(p)}
-    resources = {s: _read(paths.RESOURCES / f"{s}.json") for name in models(p) for s in chain(name, p)}
+    inference = [f"evaluate-{m}" for e in p.ensembles.values() for m in e.members]  # inference_lines
+    stages = [*(s for name in models(p) for s in chain(name, p)), *inference]
+    resources = {s: _read(paths.RESOURCES / f"{s}.json") for s in dict.fromkeys(stages)}
     scores, indices = {}, {}
     for name in models(p):
         for run in p.runs(name):
@@ -627,7 +656,7 @@ def summary(p: config.Params, r: Results) -> dict:
             key: {**{m: _rounded(q[m]) for m in carried(COMPARED, q)}, "test_loss": _rounded(q["test_loss"])}
             for key, q in runs.items()
         }
-    for name in p.methods:
+    for name in compared(p):
         out["models"][name]["cost"] = _rounded(method_cost(name, p, r.resources))
     for run_key, a, b, m, d in r.differences:
         pair = out["pairs"].setdefault(f"{a}-vs-{b}", {}).setdefault(run_key, {})
