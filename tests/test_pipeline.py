@@ -14,9 +14,11 @@ from mlflow.tracking import MlflowClient
 from .conftest import ROOT, write_params
 
 METHODS = ["qlora", "galore", "qlora-3ep", "hybrid"]
-STAGES = ["model", "data", "merge@qlora", "evaluate-base", "report"] + [
+STAGES = ["model", "data", "merge@qlora", "evaluate-base", "evaluate-ensemble@ensemble", "report"] + [
     f"{stage}@{m}" for stage in ("train", "evaluate") for m in METHODS
 ]
+# each stage's MLflow run and resource record: evaluate-ensemble@<name> records as evaluate-<name>
+RECORDS = sorted(s.replace("@", "-").replace("evaluate-ensemble-", "evaluate-") for s in STAGES)
 
 
 def readme_exp_show_command() -> list[str]:
@@ -53,18 +55,30 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
 
     out = sh(repo, "dvc", "repro")
     assert all(f"Running stage '{s}'" in out for s in STAGES)
-    for name in ["base", *METHODS]:
+    for name in ["base", *METHODS, "ensemble"]:
         scores = json.loads((repo / "metrics/eval" / f"{name}.json").read_text())
         assert {"bleu4", "rouge1", "rouge2", "rougeL"} <= set(scores)
         run = "builtin" if name == "base" else "builtin-seed0"
         assert (repo / "metrics/predictions" / name / f"{run}.jsonl").exists()
-    for stage in ("model", "data", "train-qlora", "merge-qlora", "train-hybrid", "evaluate-hybrid"):
+    for stage in (
+        "model",
+        "data",
+        "train-qlora",
+        "merge-qlora",
+        "train-hybrid",
+        "evaluate-hybrid",
+        "evaluate-ensemble",
+    ):
         assert json.loads((repo / "metrics/resources" / f"{stage}.json").read_text())["wall_s"] > 0
     assert (repo / "models/merged/qlora/builtin/seed0/model.safetensors").exists()
     # .dvc/config's cache.type: the model is a link to DVC's cache, not a second copy
     weights = repo / "models/base/model.safetensors"
     assert weights.stat().st_nlink == 2 or weights.is_symlink()
     assert "| hybrid |" in (repo / "metrics/report.md").read_text()
+    assert (
+        "| ensemble | train-qlora + train-galore + evaluate-ensemble |"
+        in (repo / "metrics/report.md").read_text()
+    )
     assert "<img" in (repo / "metrics/report.html").read_text()
 
     client = MlflowClient(f"sqlite:///{repo.resolve()}/mlflow.db")  # the default store
@@ -74,7 +88,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     stage_runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.run_name == "workspace"
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in stage_runs)
-    assert sorted(r.data.tags["stage"] for r in stage_runs) == sorted(s.replace("@", "-") for s in STAGES)
+    assert sorted(r.data.tags["stage"] for r in stage_runs) == RECORDS
     head = sh(repo, "git", "rev-parse", "HEAD").strip()
     assert all(r.data.tags["mlflow.source.git.commit"] == head for r in runs)
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -120,5 +134,5 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     )
     points = plots["data"]["Quality vs wall time"][0]["content"]["data"]["values"]
     assert {(v["rev"], v["model"]) for v in points} == {
-        (rev, m) for rev in (branch, "seed1") for m in METHODS
+        (rev, m) for rev in (branch, "seed1") for m in [*METHODS, "ensemble"]
     }

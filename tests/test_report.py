@@ -12,9 +12,9 @@ from ftbench.atomic import read_jsonl, write_json, write_jsonl
 
 from .conftest import write_params
 
-MODELS = ["base", "qlora", "galore", "qlora-3ep", "hybrid"]
+MODELS = ["base", "qlora", "galore", "qlora-3ep", "hybrid", "ensemble"]
 METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, as evaluate reports them
-QUALITY = {"base": 20, "qlora": 40, "galore": 30, "qlora-3ep": 42, "hybrid": 50}
+QUALITY = {"base": 20, "qlora": 40, "galore": 30, "qlora-3ep": 42, "hybrid": 50, "ensemble": 38}
 STAGES = {  # stage -> (wall s, peak GPU GiB, tokens trained)
     "train-qlora": (10, 3.0, 100),
     "merge-qlora": (2, 1.0, 0),
@@ -22,6 +22,10 @@ STAGES = {  # stage -> (wall s, peak GPU GiB, tokens trained)
     "train-galore": (7, 5.0, 80),
     "train-qlora-3ep": (15, 3.0, 150),
     **{f"evaluate-{name}": (3, 2.0, 0) for name in MODELS},
+    # the ensemble's inference against its members' own (report.inference_lines)
+    "evaluate-ensemble": (6, 6.5, 0),
+    "evaluate-qlora": (3, 3.5, 0),
+    "evaluate-galore": (2, 3.0, 0),
 }
 
 
@@ -55,8 +59,7 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
             runs[run.key] = {
                 "bleu4": stats.corpus_bleu(np.array([r["bleu_stats"] for r in rows])),
                 **{k: float(np.mean([r[k] for r in rows])) for k in report.carried(METRICS, rows[0])},
-                "loss": 1.0,
-                "perplexity": 2.718,
+                **({} if name in p.ensembles else {"loss": 1.0, "perplexity": 2.718}),  # as ensemble writes
                 "n": 20,
             }
         # as evaluate's summary: each metric's mean over the runs that carry it
@@ -135,6 +138,28 @@ def test_chain_and_pairs(project):
     assert ("hybrid", "qlora") in report.pairs(p) and ("galore", "qlora") in report.pairs(p)
     assert ("hybrid", "galore") in report.pairs(p) and ("qlora", "base") in report.pairs(p)
     assert report.roles(p) == ("hybrid", "qlora", "galore")
+    assert report.chain("ensemble", p) == ["train-qlora", "train-galore"]  # its members' training
+    assert report.cost_stages("ensemble", p) == ["train-qlora", "train-galore", "evaluate-ensemble"]
+    assert ("ensemble", "hybrid") in report.pairs(p) and ("ensemble", "base") in report.pairs(p)
+
+
+def test_an_ensemble_is_compared_and_costs_its_members_training_and_its_own_inference(project):
+    p = config.load()
+    fabricate_stage_outputs(p)
+    text = report.run(p)
+    row = next(line for line in text.splitlines() if line.startswith("| ensemble | ") and "[" in line)
+    assert row.endswith("| - | - |")  # no test loss: ensemble writes none
+    cost = next(line for line in text.splitlines() if line.startswith("| ensemble | train-qlora"))
+    assert "train-qlora + train-galore + evaluate-ensemble | 23.0 | 6.50 | 1.00 | 180 |" in cost
+    assert (
+        "Inference, ensemble (qlora + galore): evaluate-ensemble 6.0 s, peak RSS 1.00 GiB, peak GPU 6.50 "
+        "GiB; its members alone: evaluate-qlora 3.0 s, peak RSS 1.00 GiB, peak GPU 3.50 GiB; evaluate-galore"
+    ) in text
+    saved = json.loads(paths.REPORT_JSON.read_text())
+    assert saved["models"]["ensemble"]["cost"]["wall_s"] == 23.0
+    assert {"ensemble-vs-hybrid", "ensemble-vs-base"} <= set(saved["pairs"])
+    assert saved["models"]["ensemble"]["builtin/seed0"]["test_loss"] is None
+    assert "ensemble" in {point["model"] for point in json.loads(paths.PARETO.read_text())}
 
 
 def test_report_holds_every_section_and_sums_the_hybrid_chain(project, tiny_model_dir):

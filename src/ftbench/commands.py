@@ -20,8 +20,9 @@ from ftbench.errors import UserError
 
 LOG_ENV = "FTBENCH_LOG"
 METHOD = "<method>"  # in a declared key: the command's argument (`methods.<method>` for `train qlora`)
+MEMBER = "<member>"  # in a declared key: each member of the ensemble the command is given
 # how --help spells an entry of each mapping in params.yaml
-ENTRY = {"methods": METHOD, "merge": METHOD, "datasets": "<dataset>"}
+ENTRY = {"methods": METHOD, "merge": METHOD, "ensembles": "<ensemble>", "datasets": "<dataset>"}
 HELP_WIDTH = 100
 
 
@@ -35,6 +36,8 @@ class Argument:
     """Keys read for the method named: <method> stands for it."""
     base: bool = False
     """Whether `base`, the untrained model, is a choice too (it reads none of `reads`)."""
+    member_reads: tuple[str, ...] = ()
+    """Keys read for each member of the ensemble named: <member> stands for it."""
 
     def names(self, p: config.Params) -> list[str]:
         return ["base", *self.choices(p)] if self.base else self.choices(p)
@@ -84,9 +87,26 @@ COMMANDS = {
             base=True,
         ),
     ),
+    "ensemble": Command(
+        "answer each test split with an ensemble's members decoding together, and score the answers",
+        (
+            "data.datasets",
+            "evaluate",
+            "resources.gpus",
+            "resources.max_gpu_memory_gib",
+            "train.fused_cross_entropy",  # a merged QLoRA member's continuity check
+        ),
+        Argument(
+            "ensemble",
+            "an ensemble of params.yaml",
+            lambda p: list(p.ensembles),
+            ("seeds", "ensembles.<method>"),
+            member_reads=("methods.<member>.recipe",),
+        ),
+    ),
     "report": Command(
         "compare the methods: metrics/report.md and report.html, intervals, costs, plots",
-        ("seed", "seeds", "model.source", "data.datasets", "methods", "report"),
+        ("seed", "seeds", "model.source", "data.datasets", "methods", "ensembles", "report"),
     ),
     "bench": Command(
         "time training and generation on a model of a given shape (speed, memory; no pipeline outputs)",
@@ -95,12 +115,16 @@ COMMANDS = {
 }
 
 
-def params_read(command: str, argument: str | None = None) -> set[str]:
-    """The keys `ftbench <command> <argument>` reads, its argument in place of <method>."""
+def params_read(command: str, argument: str | None = None, p: config.Params | None = None) -> set[str]:
+    """The keys `ftbench <command> <argument>` reads, its argument in place of <method> and, given the
+    params `p`, an ensemble's members in place of <member>."""
     cmd = COMMANDS[command]
     keys = set(cmd.reads)
     if cmd.argument and not (cmd.argument.base and argument == "base"):
         keys |= {k.replace(METHOD, argument or METHOD) for k in cmd.argument.reads}
+        if cmd.argument.member_reads:
+            members = p.ensembles[argument].members if p is not None and argument else [MEMBER]
+            keys |= {k.replace(MEMBER, m) for k in cmd.argument.member_reads for m in members}
     return keys
 
 
@@ -227,7 +251,11 @@ def reads_help(cmd: Command) -> str:
     groups = [("params.yaml keys it reads:", cmd.reads)]
     if cmd.argument and cmd.argument.reads:
         unless = " (base reads none of them)" if cmd.argument.base else ""
-        groups.append((f"and, for the method it is given as {METHOD}{unless}:", cmd.argument.reads))
+        groups.append(
+            (f"and, for the {cmd.argument.name} it is given as {METHOD}{unless}:", cmd.argument.reads)
+        )
+    if cmd.argument and cmd.argument.member_reads:
+        groups.append((f"and, for each of its members as {MEMBER}:", cmd.argument.member_reads))
     listed = [
         (title, [kd for section in sections for kd in keys_under(section)]) for title, sections in groups
     ]

@@ -162,6 +162,37 @@ class MergeParams(Strict):
     """Weights the LoRA delta is added to: the dequantized NF4 it was trained on, or the originals."""
 
 
+class EnsembleParams(Strict):
+    members: list[str]
+    """The two methods whose models answer together, each trained on the same dataset and seed (the same
+    method twice is allowed: it gives that method's answers). Two because dvc.yaml's evaluate-ensemble
+    stage names each member's models as a dependency by position, DVC having no way to splice a list in."""
+    weights: list[Annotated[float, Field(ge=0)]] | None = None
+    """One weight per member, in members' order; None weighs them equally. Only their ratios count."""
+    average: Literal["probability", "log"] = "probability"
+    """What is averaged at each greedy step: the members' next-token probabilities (a mixture), or
+    their log-probabilities (a product of experts: a token any member finds unlikely is held back)."""
+
+    @model_validator(mode="after")
+    def _members_and_weights(self) -> EnsembleParams:
+        if len(self.members) != 2:
+            raise ValueError(
+                f"members: list exactly two methods, not {len(self.members)} (dvc.yaml's evaluate-ensemble "
+                "stage depends on the models of members[0] and members[1])"
+            )
+        if self.weights is not None:
+            if len(self.weights) != len(self.members):
+                raise ValueError(f"weights: give one per member ({len(self.members)}), or null for equal")
+            if not any(self.weights):
+                raise ValueError("weights: at least one must be above 0")
+        return self
+
+    def normalized_weights(self) -> list[float]:
+        """The weights, summing to 1: the mixture's (or the log-space average's) coefficients."""
+        weights = self.weights or [1.0] * len(self.members)
+        return [w / sum(weights) for w in weights]
+
+
 class TrainParams(Strict):
     weight_decay: Annotated[float, Field(ge=0)]
     """AdamW's decoupled weight decay."""
@@ -250,13 +281,16 @@ class Params(Strict):
     methods: dict[str, MethodParams]
     merge: dict[str, MergeParams]
     """One entry per qlora method whose adapter is merged into a full-precision model; {} for none."""
+    ensembles: dict[str, EnsembleParams]
+    """Evaluated models that are not trained: methods' models answering together; {} for none."""
     train: TrainParams
     evaluate: EvaluateParams
     report: ReportParams
     resources: ResourceParams
 
     def runs(self, model: str) -> list[Run]:
-        """The base model once per dataset; a method once per dataset and training seed."""
+        """The base model once per dataset; a method (or an ensemble of methods) once per dataset and
+        training seed."""
         seeds = [None] if model == "base" else self.seeds
         return [Run(d, s) for d in self.data.datasets for s in seeds]
 
@@ -280,6 +314,13 @@ class Params(Strict):
         for name in self.merge:
             if self.methods.get(name) is None or self.methods[name].recipe != "qlora":
                 raise ValueError(f"merge.{name}: merge needs a qlora method named {name}")
+        for name, ensemble in self.ensembles.items():
+            _check_name(name)
+            if name in self.methods:
+                raise ValueError(f"ensembles.{name}: a method has that name; give the ensemble another")
+            for member in ensemble.members:
+                if member not in self.methods:
+                    raise ValueError(f"ensembles.{name}.members: {member!r} is not a method of `methods`")
         return self
 
 

@@ -5,6 +5,7 @@ in one (GSM8K; stats.has_final_answers)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -100,7 +101,8 @@ def merged_for_eval(trained, adapter, rows: list[dict], p: config.Params, label:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> list[str]:
-    """Greedy answers, batched by similar prompt length, left-padded, cut at the end of the turn."""
+    """Greedy answers, batched by similar prompt length, left-padded, cut at the end of the turn. `model`
+    is a transformers model or anything with its eval() and generate() (an ensemble.Lockstep)."""
     stops = [chat.end_of_turn_id(tokenizer), tokenizer.eos_token_id]
     gen = GenerationConfig(
         max_new_tokens=p.evaluate.max_new_tokens,
@@ -139,15 +141,16 @@ def check_left_padding(model, ids: torch.Tensor, mask: torch.Tensor, prompt: lis
     (PADDING_TOLERANCE): every answer of a batch would then start from a corrupted first token."""
     if mask.all():
         return  # no padding, nothing to compare
-    padded = model(input_ids=ids[None], attention_mask=mask[None]).logits[0, -1].float().log_softmax(-1)
-    alone = model(input_ids=torch.tensor([prompt], device=ids.device)).logits[0, -1].float().log_softmax(-1)
-    gap = (padded - alone).abs().max().item()
-    if not gap <= PADDING_TOLERANCE:  # NaN fails too
-        raise UserError(
-            f"batched generation is corrupted on this stack: a left-padded prompt's next-token "
-            f"log-probabilities are {gap:.3g} nats from the same prompt's alone (tolerance "
-            f"{PADDING_TOLERANCE}); set evaluate.batch_size: 1, or use other torch/transformers versions"
-        )
+    for member in getattr(model, "members", [model]):  # an ensemble's (ensemble.Lockstep) one by one
+        padded = member(input_ids=ids[None], attention_mask=mask[None]).logits[0, -1]
+        alone = member(input_ids=torch.tensor([prompt], device=ids.device)).logits[0, -1]
+        gap = (padded.float().log_softmax(-1) - alone.float().log_softmax(-1)).abs().max().item()
+        if not gap <= PADDING_TOLERANCE:  # NaN fails too
+            raise UserError(
+                f"batched generation is corrupted on this stack: a left-padded prompt's next-token "
+                f"log-probabilities are {gap:.3g} nats from the same prompt's alone (tolerance "
+                f"{PADDING_TOLERANCE}); set evaluate.batch_size: 1, or use other torch/transformers versions"
+            )
 
 
 def answer_text(tokenizer, ids: list[int], stops: list[int]) -> str:
@@ -209,9 +212,8 @@ def aggregate(rows: list[dict]) -> dict:
     return result
 
 
-def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record: resources.Record) -> dict:
-    LOG.info(f"evaluate {name} on {run.key}")
-    rows = read_jsonl(paths.split_file(run.dataset, "test"))
+def model_for_eval(name: str, run: config.Run, p: config.Params, rows: list[dict], record: resources.Record):
+    """The model `name` is scored as on `run` (evaluate.qlora_form), and what loading it checked."""
     with record.phase("load"):
         model = load_for_eval(name, run, p)
     facts = {}
@@ -220,10 +222,33 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
             model, facts["continuity"] = merged_for_eval(
                 model, paths.run_dir(name, run), rows, p, f"{name}/{run.key}"
             )
+    return model, facts
+
+
+def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record: resources.Record) -> dict:
+    LOG.info(f"evaluate {name} on {run.key}")
+    rows = read_jsonl(paths.split_file(run.dataset, "test"))
+    model, facts = model_for_eval(name, run, p, rows, record)
     with record.phase("generate"):
         predictions = generate(model, tokenizer, generation_prompts(rows), p)
     with record.phase("test_loss"):
         loss = mean_loss(model, rows, p.evaluate.batch_size, p.train.fused_cross_entropy)
+    return scored_run(
+        name, run, rows, predictions, p, record, {"loss": loss, "perplexity": math.exp(loss), **facts}
+    )
+
+
+def scored_run(
+    name: str,
+    run: config.Run,
+    rows: list[dict],
+    predictions: list[str],
+    p: config.Params,
+    record,
+    facts: dict,
+) -> dict:
+    """Scores each answer against its reference, writes them to metrics/predictions; the run's numbers
+    (with `facts` added). Other ranks return {}: rank 0 holds every answer."""
     if not distributed.is_main():
         return {}
     with record.phase("score"), bar("score", len(rows), unit=" answers") as score_bar:
@@ -242,12 +267,18 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
             scored.append(row)
             score_bar.update()
     write_jsonl(paths.predictions_file(name, run), scored)
-    return {**aggregate(scored), "loss": loss, "perplexity": math.exp(loss), "n": len(rows), **facts}
+    return {**aggregate(scored), "n": len(rows), **facts}
 
 
 def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     tokenizer = load_tokenizer(paths.BASE)
     runs = {r.key: evaluate_run(name, r, p, tokenizer, st.record) for r in p.runs(name)}
+    form = qlora_form(name, p)
+    return summarize(name, p, runs, {"scored_form": scored_form(form)} if form else {})
+
+
+def summarize(name: str, p: config.Params, runs: dict, details: dict) -> dict:
+    """metrics/eval/<name>.json: the means over the runs, the scoring convention, `details` and each run."""
     if not distributed.is_main():
         return {}
     summary = means(runs)
@@ -258,8 +289,7 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     )
     if EXACT_MATCH in summary:
         summary["convention"] += EXACT_MATCH_CONVENTION
-    if form := qlora_form(name, p):
-        summary["scored_form"] = scored_form(form)
+    summary.update(details)
     summary["runs"] = runs
     write_json(paths.EVAL / f"{name}.json", summary)
     LOG.info(f"evaluate {name}: BLEU-4 {summary['bleu4']:.2f}  ROUGE-L {summary['rougeL']:.2f}")
@@ -272,9 +302,11 @@ def means(runs: dict) -> dict[str, float]:
 
 
 def logged(runs: dict) -> tuple[str, ...]:
-    """The summary's metrics: exact match only where some dataset has final answers."""
+    """The summary's metrics: exact match only where some dataset has final answers; the test loss where
+    the runs have one (an ensemble's runs have none: ftbench.ensemble)."""
     graded = any(EXACT_MATCH in r for r in runs.values())
-    return (*METRICS, *((EXACT_MATCH,) if graded else ()), "loss", "perplexity")
+    losses = ("loss", "perplexity") if any("loss" in r for r in runs.values()) else ()
+    return (*METRICS, *((EXACT_MATCH,) if graded else ()), *losses)
 
 
 def mean_over(runs: dict, key: str) -> float:
@@ -282,18 +314,26 @@ def mean_over(runs: dict, key: str) -> float:
     return round(float(np.mean([r[key] for r in runs.values() if key in r])), 4)
 
 
-@stage_main
-def main(argv: list[str]) -> None:
-    p, name = commands.parse("evaluate", argv)
-    distributed.launch_or_init(p, "ftbench.evaluate", argv)
+def evaluation_stage(
+    command: str, score: Callable[[str, config.Params, tracking.StageRun], dict], argv
+) -> None:
+    """The stage `python -m ftbench.<command> <name>` (evaluate, ensemble): `score` writes
+    metrics/eval/<name>.json and metrics/predictions/<name>, measured as the stage evaluate-<name>."""
+    p, name = commands.parse(command, argv)
+    distributed.launch_or_init(p, f"ftbench.{command}", argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
     configure_attention()
     with tracking.stage(f"evaluate-{name}", p, method=name) as st:
-        summary = run(name, p, st)
+        summary = score(name, p, st)
         if not distributed.is_main():
             return
         st.log_step(0, {k: summary[k] for k in logged(summary["runs"])})
         st.artifacts += [paths.EVAL / f"{name}.json", paths.PREDICTIONS / name]
+
+
+@stage_main
+def main(argv: list[str]) -> None:
+    evaluation_stage("evaluate", run, argv)
 
 
 if __name__ == "__main__":

@@ -80,8 +80,12 @@ def _read(path: Path) -> dict:
 
 
 def models(p: config.Params) -> list[str]:
-    """Every evaluated model, in the report's order: the base model, then the trained methods."""
-    return ["base", *p.methods]
+    return ["base", *compared(p)]
+
+
+def compared(p: config.Params) -> list[str]:
+    """The evaluated models that are compared with one another and with base: methods, then ensembles."""
+    return [*p.methods, *p.ensembles]
 
 
 def compared_runs(p: config.Params) -> list[config.Run]:
@@ -91,9 +95,12 @@ def compared_runs(p: config.Params) -> list[config.Run]:
 
 
 def chain(name: str, p: config.Params) -> list[str]:
-    """Resource records of the stages that built a model, earliest first (base: none)."""
+    """Resource records of the stages that built a model, earliest first (base: none). An ensemble is built
+    by its members' stages; its cost is mostly at inference (two models, two passes: inference_lines)."""
     if name == "base":
         return []
+    if name in p.ensembles:
+        return [*dict.fromkeys(s for m in p.ensembles[name].members for s in chain(m, p))]
     init = p.methods[name].init
     if init == "base":
         return [f"train-{name}"]
@@ -150,8 +157,8 @@ def quality(p: config.Params, evals: dict, scores: dict, indices: dict, tick: Ti
             e = evals[name]["runs"][run.key]
             out.setdefault(name, {})[run.key] = {
                 **numbers,
-                "test_loss": e["loss"],
-                "perplexity": e["perplexity"],
+                "test_loss": e.get("loss"),  # an ensemble's runs have none
+                "perplexity": e.get("perplexity"),
             }
     return out
 
@@ -216,8 +223,9 @@ def llamafactory_table(p: config.Params, evals: dict) -> Table:
 
 
 def pairs(p: config.Params) -> list[tuple[str, str]]:
-    """Every later model against every earlier one (models order), then each against base."""
-    names = [name for name in models(p) if name != "base"]
+    """Every later model against every earlier one (methods, then ensembles, in params order), then each
+    against base."""
+    names = compared(p)
     return [(b, a) for i, a in enumerate(names) for b in names[i + 1 :]] + [(m, "base") for m in names]
 
 
@@ -368,6 +376,24 @@ def resources_section(p: config.Params, resources: dict, costs: dict[str, dict])
             ],
             model_rows,
         ),
+        *inference_lines(p, resources),
+    ]
+
+
+def inference_lines(p: config.Params, resources: dict) -> list[str]:
+    """Per ensemble, its evaluation's time and memory next to its members' own evaluations: the seed
+    names "inference time 2x, memory 2x" as the ensemble's cost."""
+
+    def measured(stage: str) -> str:
+        r = resources[stage]
+        memory = f"peak RSS {fmt(r['peak_rss_gib'])} GiB, peak GPU {fmt(r['peak_gpu_gib'])} GiB"
+        return f"{stage} {fmt(r['wall_s'], 1)} s, {memory}"
+
+    return [
+        f"Inference, {name} ({' + '.join(e.members)}): {measured(f'evaluate-{name}')}; its members alone: "
+        + "; ".join(measured(f"evaluate-{m}") for m in dict.fromkeys(e.members))
+        + "."
+        for name, e in p.ensembles.items()
     ]
 
 
