@@ -10,9 +10,9 @@ from ftbench.atomic import write_json, write_jsonl
 
 from .conftest import write_params
 
-MODELS = ["base", "qlora", "galore", "qlora-3ep", "hybrid"]
+MODELS = ["base", "qlora", "galore", "qlora-3ep", "lora", "full", "hybrid"]
 METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, as evaluate reports them
-QUALITY = {"base": 20, "qlora": 40, "galore": 30, "qlora-3ep": 42, "hybrid": 50}
+QUALITY = {"base": 20, "qlora": 40, "galore": 30, "qlora-3ep": 42, "lora": 41, "full": 45, "hybrid": 50}
 
 
 def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = ()) -> None:
@@ -64,6 +64,8 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
         ("train-hybrid", 5, 4.5, 50),
         ("train-galore", 7, 5.0, 80),
         ("train-qlora-3ep", 15, 3.0, 150),
+        ("train-lora", 9, 4.0, 100),
+        ("train-full", 8, 6.0, 100),
     ]:
         write_json(
             paths.RESOURCES / f"{stage}.json",
@@ -312,7 +314,7 @@ def test_conventions_name_a_method_that_is_not_galore_as_published(project, tiny
     assert "Deviation, galore" not in conventions  # the default is GaLore as published
 
 
-def test_conventions_say_which_form_each_qlora_model_was_scored_in(project):
+def test_conventions_say_which_form_each_adapter_model_was_scored_in(project):
     p = config.load()
     fabricate_stage_outputs(p)
     forms = {
@@ -321,6 +323,7 @@ def test_conventions_say_which_form_each_qlora_model_was_scored_in(project):
             "continuity": {"rows": 32, "relative_difference": 0.0012, "tolerance": 0.01},
         },
         "qlora-3ep": {"scored_form": "nf4+adapter"},
+        "lora": {"scored_form": "merged-bfloat16"},
     }
     for name, facts in forms.items():
         saved = json.loads((paths.EVAL / f"{name}.json").read_text())
@@ -333,4 +336,7 @@ def test_conventions_say_which_form_each_qlora_model_was_scored_in(project):
     assert "Scored form, qlora: merged-bfloat16 (the adapter merged into the dequantized NF4" in conventions
     assert "first 32 test rows is within 0.120% of NF4 + adapter's, tolerance 1%" in conventions
     assert "Scored form, qlora-3ep: nf4+adapter (the adapter on the NF4 base, as trained)." in conventions
+    assert (
+        "Scored form, lora: merged-bfloat16 (the adapter merged into the unquantized weights" in conventions
+    )
     assert "Scored form, galore" not in conventions and "Scored form, hybrid" not in conventions

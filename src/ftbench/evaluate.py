@@ -11,7 +11,7 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
-from ftbench import chat, commands, config, distributed, merge, paths, qlora, resources, stats, tracking
+from ftbench import chat, commands, config, distributed, merge, paths, recipes, resources, stats, tracking
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, device, load_model, load_tokenizer
@@ -47,25 +47,25 @@ CONTINUITY_RTOL = 0.01
 
 
 def load_for_eval(name: str, run: config.Run, p: config.Params):
-    """The base model, a QLoRA adapter on the NF4 base, or a full model trained by GaLore."""
+    """The base model, or a method's model as its recipe scores it (e.g. an adapter on its base)."""
     if name == "base":
         return load_model(paths.BASE, compute_dtype())
-    folder = paths.run_dir(name, run)
-    if p.methods[name].recipe == "qlora":
-        return qlora.load_trained(paths.BASE, folder)
-    return load_model(folder, compute_dtype())
+    return recipes.get(p.methods[name].recipe).load_trained(paths.BASE, paths.run_dir(name, run))
 
 
-def qlora_form(name: str, p: config.Params) -> str | None:
-    """evaluate.qlora_form for a QLoRA-recipe model; None for the base and GaLore-trained models."""
-    if name == "base" or p.methods[name].recipe != "qlora":
-        return None
-    return p.evaluate.qlora_form
+def scored_form(name: str, p: config.Params) -> str | None:
+    """The form a method's model is scored in, for metrics/eval (Recipe.scored_form: `nf4+adapter`,
+    `merged-<dtype it generated in>`); None for the base and models scored as saved."""
+    return None if name == "base" else recipes.get(p.methods[name].recipe).scored_form(p)
 
 
-def scored_form(form: str) -> str:
-    """The form recorded in metrics/eval: `nf4+adapter`, or `merged-<dtype it generated in>`."""
-    return "nf4+adapter" if form == "adapter" else f"merged-{str(compute_dtype()).removeprefix('torch.')}"
+def merges_nf4(name: str, p: config.Params) -> bool:
+    """Whether evaluation merges the adapter into the dequantized NF4 weights (evaluate.qlora_form)."""
+    return (
+        name != "base"
+        and recipes.get(p.methods[name].recipe).nf4_adapter
+        and p.evaluate.qlora_form == "merged"
+    )
 
 
 def merged_for_eval(trained, adapter, rows: list[dict], p: config.Params, label: str):
@@ -193,7 +193,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
     with record.phase("load"):
         model = load_for_eval(name, run, p)
     facts = {}
-    if qlora_form(name, p) == "merged":
+    if merges_nf4(name, p):
         with record.phase("merge"):
             model, facts["continuity"] = merged_for_eval(
                 model, paths.run_dir(name, run), rows, p, f"{name}/{run.key}"
@@ -236,8 +236,8 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     )
     if EXACT_MATCH in summary:
         summary["convention"] += EXACT_MATCH_CONVENTION
-    if form := qlora_form(name, p):
-        summary["scored_form"] = scored_form(form)
+    if form := scored_form(name, p):
+        summary["scored_form"] = form
     summary["runs"] = runs
     write_json(paths.EVAL / f"{name}.json", summary)
     LOG.info(f"evaluate {name}: BLEU-4 {summary['bleu4']:.2f}  ROUGE-L {summary['rougeL']:.2f}")
