@@ -108,7 +108,7 @@ def checkpoint_activations(model, p: config.Params, frozen_input: bool) -> None:
 
 class AdapterRecipe(Recipe):
     """LoRA adapters (peft) on every linear layer but the output head of a frozen base that `base` loads;
-    only the adapter is saved, and evaluation scores it on the same base, as trained."""
+    only the adapter is saved; load_trained puts it back on the same base (a recipe may merge it there)."""
 
     weight_gradients = False  # the frozen base's weights get none (the adapters' are negligible)
 
