@@ -17,9 +17,10 @@ import time
 import torch
 from transformers import get_scheduler
 
-from ftbench import config, galore, paths, train
+from ftbench import config, paths, train
 from ftbench.atomic import read_jsonl
 from ftbench.loading import load_tokenizer
+from ftbench.recipes import galore
 
 ARMS = ("full", "projected")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ftbench import bench, config, galore, qlora, train
+from ftbench import bench, config, recipes, train
 from ftbench.loading import load_tokenizer
 
 STEP_TOKENS = 8192
@@ -36,8 +36,7 @@ def run(variant: str, base: Path, rows: list[dict], p0, n: int = 5, cudnn: bool 
     steps = [
         train.by_tokens([s], p.train.micro_batch_tokens) for s in bench.token_steps(rows, n + 2, STEP_TOKENS)
     ]
-    setup = qlora.setup if method.recipe == "qlora" else galore.setup
-    model, optimizer, _ = setup(base, method, p, 0)
+    model, optimizer, _ = recipes.get(method.recipe).setup(base, method, p, 0)
     timed_steps(model, optimizer, steps[:2], p)  # warm-up
     if table:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ftbench import bench, config, qlora, tracking, train
+from ftbench import bench, config, recipes, tracking, train
 from ftbench.loading import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def main() -> None:
         base = bench.build_model("tiny", tokenizer, work / "base")
         rows = bench.dataset_rows("builtin", tokenizer, p.data.max_length)
         steps = train.optimizer_steps(rows, method, p, seed=0)[: args.steps]
-        model, optimizer, _ = qlora.setup(base, method, p, 0)
+        model, optimizer, _ = recipes.get(method.recipe).setup(base, method, p, 0)
         sqlite = {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/m.db"}
         modes = {"off": ({"FTBENCH_MLFLOW": "off"}, False), "sqlite": (sqlite, False)}
         if args.server:

@@ -61,7 +61,7 @@ def write_params(folder: Path, model_dir: Path, **overrides) -> dict:
     params["evaluate"]["max_new_tokens"] = 8
     for method in params["methods"].values():
         method["epochs"], method["batch_size"], method["grad_accum"] = 1, 4, 2
-        if method["galore"]:
+        if method.get("galore"):
             method["galore"]["rank"] = 8
     for dotted, value in overrides.items():
         node = params

@@ -10,6 +10,7 @@ import torch
 
 from ftbench import checkpoint, config, paths
 from ftbench.errors import UserError
+from ftbench.recipes.full import RECIPE as PLAIN  # a torch optimizer's own state (Recipe's default)
 
 from .conftest import write_params
 
@@ -100,27 +101,27 @@ def test_a_checkpoint_of_other_weights_is_refused_before_anything_loads(tmp_path
     model[0].requires_grad_(False)  # a checkpoint holds only the trainable weights
     opt = torch.optim.AdamW([t for t in model.parameters() if t.requires_grad])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    checkpoint.save(tmp_path, "fp", 3, model, opt, sched, {"curve": [], "tokens": 0})
-    assert checkpoint.load(tmp_path, "fp", model, opt, sched)[0] == 3
+    checkpoint.save(tmp_path, "fp", 3, PLAIN, model, opt, sched, {"curve": [], "tokens": 0})
+    assert checkpoint.load(tmp_path, "fp", PLAIN, model, opt, sched)[0] == 3
 
     renamed = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Identity(), torch.nn.Linear(4, 2))
     renamed[0].requires_grad_(False)
     before = renamed[2].weight.clone()
     with pytest.raises(UserError) as err:
-        checkpoint.load(tmp_path, "fp", renamed, opt, sched)
+        checkpoint.load(tmp_path, "fp", PLAIN, renamed, opt, sched)
     message = str(err.value)
     assert f"checkpoint {tmp_path / checkpoint.FILE}" in message and f"delete {tmp_path}" in message
     assert "not saved: 2.bias, 2.weight" in message and "not in the model: 1.bias, 1.weight" in message
     assert "\n" not in message and torch.equal(renamed[2].weight, before)
     resized = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
     with pytest.raises(UserError, match="other shape: 1.bias, 1.weight"):
-        checkpoint.load(tmp_path, "fp", resized, opt, sched)
+        checkpoint.load(tmp_path, "fp", PLAIN, resized, opt, sched)
 
 
 def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path):
     from galore_torch import GaLoreAdamW
 
-    from ftbench.galore import Projector
+    from ftbench.recipes.galore import RECIPE, Projector
 
     w = torch.nn.Parameter(torch.randn(32, 16))
     opt = GaLoreAdamW(
@@ -134,7 +135,7 @@ def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path)
     w.grad = torch.randn_like(w)
     opt.step()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    checkpoint.save(tmp_path, "fp", 1, model, opt, sched, {"curve": [], "tokens": 0})
+    checkpoint.save(tmp_path, "fp", 1, RECIPE, model, opt, sched, {"curve": [], "tokens": 0})
     assert hasattr(opt.state[w]["projector"], "project")  # saving left the live optimizer intact
     fresh = GaLoreAdamW(
         [{"params": [w], "rank": 4, "update_proj_gap": 5, "scale": 0.25, "proj_type": "std"}],
@@ -142,8 +143,8 @@ def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path)
         no_deprecation_warning=True,
     )
     fresh_sched = torch.optim.lr_scheduler.LambdaLR(fresh, lambda _: 1.0)
-    assert checkpoint.load(tmp_path, "other params", model, fresh, fresh_sched) is None
-    assert checkpoint.load(tmp_path, "fp", model, fresh, fresh_sched)[0] == 1
+    assert checkpoint.load(tmp_path, "other params", RECIPE, model, fresh, fresh_sched) is None
+    assert checkpoint.load(tmp_path, "fp", RECIPE, model, fresh, fresh_sched)[0] == 1
     proj = fresh.state[w]["projector"]
     torch.testing.assert_close(proj.ortho_matrix, opt.state[w]["projector"].ortho_matrix)
     assert (proj.rank, proj.scale, proj.proj_type, proj.svd) == (4, 0.25, "std", "lowrank")

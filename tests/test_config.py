@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from typing import get_args
 
 import pytest
 import yaml
@@ -49,8 +50,19 @@ def test_project_params_load_with_the_seed_hyperparameters():
         (lambda p: p["methods"]["qlora"].update(lr=-1.0), "methods.qlora.lr: Input should be greater than 0"),
         (lambda p: p["data"]["sizes"].update(test=0), "data.sizes.test"),
         (lambda p: p.update(seed=-3), "seed"),
-        (lambda p: p["methods"]["galore"].update(lora={"r": 4}), "recipe galore takes no `lora` block"),
-        (lambda p: p["methods"]["qlora"].update(lora=None), "recipe qlora needs a `lora` block"),
+        (
+            lambda p: p["methods"]["galore"].update(lora={"r": 4}),
+            "methods.galore.lora: Extra inputs are not permitted (recipe galore)",
+        ),
+        (lambda p: p["methods"]["qlora"].pop("lora"), "methods.qlora.lora: missing (recipe qlora)"),
+        (
+            lambda p: p["methods"]["full"].update(lr=2),
+            "methods.full.lr: Input should be less than 1 (got 2) (recipe full)",
+        ),
+        (
+            lambda p: p["methods"]["qlora"].update(recipe="dora"),
+            "methods.qlora: Input tag 'dora' found using 'recipe'",
+        ),
         (lambda p: p["methods"]["hybrid"].update(init="merged/nope"), "add `merge: {nope: ...}`"),
         (lambda p: p["merge"].update(galore={"base": "nf4"}), "merge needs a qlora method named galore"),
         (lambda p: p["methods"].update(base=p["methods"]["qlora"]), "not base or merged"),
@@ -83,16 +95,26 @@ def test_a_stage_reports_bad_params_in_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "metrics").exists()
 
 
+def entry_class(classes: list, node: dict):
+    """The class of `classes` that validates `node`: a method's, by its recipe (config's union)."""
+    recipe = node.get("recipe")
+    for cls in classes:
+        field = cls.model_fields.get("recipe")
+        if field is None or recipe in get_args(field.annotation):
+            return cls
+    return None
+
+
 def values_in_params_yaml(cls: type[config.Strict], node: dict, found: dict) -> None:
     """found[(class, field)] += the value params.yaml gives that field, for every entry that sets it."""
     for name, field in cls.model_fields.items():
         if name not in node:
             continue
         found.setdefault((cls.__name__, name), []).append(node[name])
-        inner, entries = commands.model_in(field.annotation)
+        inner, entries = commands.models_in(field.annotation)
         if inner and isinstance(node[name], dict):
             for child in node[name].values() if entries else [node[name]]:
-                values_in_params_yaml(inner, child, found)
+                values_in_params_yaml(entry_class(inner, child), child, found)
 
 
 def defaults(cls: type[config.Strict], seen: dict) -> dict:
@@ -100,8 +122,7 @@ def defaults(cls: type[config.Strict], seen: dict) -> dict:
     for name, field in cls.model_fields.items():
         if not field.is_required():
             seen[(cls.__name__, name)] = field.get_default()
-        inner, _ = commands.model_in(field.annotation)
-        if inner:
+        for inner in commands.models_in(field.annotation)[0]:
             defaults(inner, seen)
     return seen
 

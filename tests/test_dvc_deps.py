@@ -1,11 +1,13 @@
 """dvc.yaml's deps are exactly the code each stage runs: `dvc repro` reruns a stage when, and only when,
-a src/ftbench module it imports (directly or not, lazily or not) changes."""
+a src/ftbench module it imports (directly or not, lazily or not) changes. The one import by name,
+`recipes.get`, is followed to the recipe of the method the stage runs."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from .conftest import ROOT
 SRC = ROOT / "src"
 PACKAGE_DIR = SRC / "ftbench"
 STAGE_MODULE = re.compile(r"python -m (ftbench\.\w+)")
+REGISTRY = "recipes"  # <package>.recipes.get(name) imports <package>.recipes.<name>, the one import by name
 
 
 def module_file(name: str, src: Path) -> Path | None:
@@ -32,9 +35,10 @@ def module_file(name: str, src: Path) -> Path | None:
     return None
 
 
-def imported_names(path: Path, module: str) -> set[str]:
+def imported_names(path: Path, module: str, by_name: set[str] | None = None) -> set[str]:
     """Every module name an import statement anywhere in the file may load (function bodies included),
-    as absolute names: `from pkg import a` names both `pkg` and `pkg.a`."""
+    as absolute names: `from pkg import a` names both `pkg` and `pkg.a`. An import by name is refused,
+    but where `by_name` says which modules it loads (the recipe registry)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -48,7 +52,9 @@ def imported_names(path: Path, module: str) -> set[str]:
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Call) and _is_dynamic_import(node):
-            raise AssertionError(f"{path}:{node.lineno}: a dynamic import the walk cannot follow")
+            if by_name is None:
+                raise AssertionError(f"{path}:{node.lineno}: a dynamic import the walk cannot follow")
+            names.update(by_name)
     return names
 
 
@@ -59,10 +65,13 @@ def _is_dynamic_import(call: ast.Call) -> bool:
     )
 
 
-def reachable(module: str, src: Path = SRC) -> set[Path]:
-    """The files of `module`'s package that `python -m <module>` executes: the module, what it imports
-    transitively, and the __init__ of every package on the way."""
+def reachable(module: str, src: Path = SRC, recipes: Collection[str] = ()) -> set[Path]:
+    """The files of `module`'s package that `python -m <module>` executes, given the `recipes` it asks
+    the registry for: the module, what it imports transitively, and the __init__ of every package on
+    the way."""
     package = module.split(".")[0]
+    registry = f"{package}.{REGISTRY}"
+    by_name = {f"{registry}.{r}" for r in recipes}
     seen: set[str] = set()
     todo = [module]
     while todo:
@@ -74,7 +83,8 @@ def reachable(module: str, src: Path = SRC) -> set[Path]:
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b runs a/__init__
         path = module_file(name, src)
         if path is not None:
-            todo += [n for n in imported_names(path, name) if n.split(".")[0] == package]
+            loads = imported_names(path, name, by_name if name == registry else None)
+            todo += [n for n in loads if n.split(".")[0] == package]
     return {f for f in (module_file(n, src) for n in seen) if f is not None}
 
 
@@ -93,7 +103,26 @@ def code_deps(stage) -> set[Path]:
     return {f for d in stage.deps for f in files if f.is_relative_to(Path(d.fs_path))}
 
 
+def recipes_run(stage) -> set[str]:
+    """The recipes a stage asks recipes.get for: that of the method it is given (train, merge, evaluate),
+    none for the base model or a stage without one. An ensemble's stage counts as running every recipe:
+    DVC cannot look its members' recipes up, so it depends on the whole recipes/ folder."""
+    p = config.load(ROOT / "params.yaml")
+    args = stage.cmd.split()[3:]
+    if any(arg in p.ensembles for arg in args):
+        return {f.stem for f in (PACKAGE_DIR / REGISTRY).glob("*.py") if f.stem != "__init__"}
+    return {p.methods[arg].recipe for arg in args if arg in p.methods}
+
+
 STAGES = stages()
+
+
+def walked(tmp_path: Path, files: dict[str, str], recipes: Collection[str] = ()) -> set[str]:
+    """The files of a package `pkg` of `files` (path -> text) that `python -m pkg.stage` runs."""
+    for name, text in files.items():
+        (tmp_path / "pkg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pkg" / name).write_text(text)
+    return {str(p.relative_to(tmp_path / "pkg")) for p in reachable("pkg.stage", tmp_path, recipes)}
 
 
 def test_the_walk_follows_every_kind_of_import(tmp_path):
@@ -108,11 +137,7 @@ def test_the_walk_follows_every_kind_of_import(tmp_path):
         "leaf.py": "",
         "unused.py": "",
     }
-    for name, text in files.items():
-        (tmp_path / "pkg" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "pkg" / name).write_text(text)
-    found = {str(p.relative_to(tmp_path / "pkg")) for p in reachable("pkg.stage", tmp_path)}
-    assert found == set(files) - {"unused.py"}
+    assert walked(tmp_path, files) == set(files) - {"unused.py"}
 
 
 def test_the_walk_refuses_imports_it_cannot_follow(tmp_path):
@@ -122,11 +147,24 @@ def test_the_walk_refuses_imports_it_cannot_follow(tmp_path):
         reachable("pkg.stage", tmp_path)
 
 
+def test_the_walk_follows_the_registry_to_the_recipes_asked_for(tmp_path):
+    files = {
+        "__init__.py": "",
+        "stage.py": "from pkg import recipes\n",
+        "recipes/__init__.py": "import importlib\ndef get(n):\n    return importlib.import_module(n)\n",
+        "recipes/a.py": "from pkg import leaf\n",
+        "recipes/b.py": "",
+        "leaf.py": "",
+    }
+    assert walked(tmp_path, files, recipes=["a"]) == set(files) - {"recipes/b.py"}
+    assert walked(tmp_path, files) == set(files) - {"recipes/a.py", "recipes/b.py", "leaf.py"}
+
+
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
 def test_stage_deps_are_exactly_the_code_it_runs(stage):
     module = STAGE_MODULE.search(stage.cmd)
     assert module, f"{stage.name}: its cmd does not run `python -m ftbench.<stage>`"
-    runs, listed = reachable(module.group(1)), code_deps(stage)
+    runs, listed = reachable(module.group(1), recipes=recipes_run(stage)), code_deps(stage)
     missing = sorted(str(p.relative_to(ROOT)) for p in runs - listed)
     extra = sorted(str(p.relative_to(ROOT)) for p in listed - runs)
     assert not missing, f"{stage.name} runs code dvc.yaml does not list as a dep: {missing}"

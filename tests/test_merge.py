@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from ftbench import config, loss, merge, paths, qlora
+from ftbench import config, loss, merge, paths
 from ftbench.loading import load_model
+from ftbench.recipes.qlora import RECIPE as QLORA
 
 from .conftest import write_params
 
@@ -15,19 +16,23 @@ def batch_loss(model) -> float:
         return (loss.answer_loss(model, rows) / loss.answer_tokens(rows)).item()
 
 
+def merge_onto(adapter, merge_base: str):
+    return merge.merged_model(paths.BASE, adapter, merge_base, QLORA.load_trained(paths.BASE, adapter))
+
+
 def test_merged_model_matches_the_4bit_model_with_its_adapter(adapter):
-    merged, stats = merge.merged_model(paths.BASE, adapter, "nf4")
+    merged, stats = merge_onto(adapter, "nf4")
     assert stats["matrices"] == 14 and stats["relative_delta"] > 0
     assert all(t.dtype == torch.float32 for t in merged.parameters())
-    with_adapter = batch_loss(qlora.load_trained(paths.BASE, adapter))
+    with_adapter = batch_loss(QLORA.load_trained(paths.BASE, adapter))
     # Same weights up to fp32 rounding of W + BA: agreement to 1e-4 relative on CPU.
     assert batch_loss(merged) == pytest.approx(with_adapter, rel=1e-4)
     assert abs(batch_loss(load_model(paths.BASE)) - with_adapter) > 1e-3
 
 
 def test_original_merge_base_differs_from_nf4_by_the_quantization_error(adapter):
-    nf4, _ = merge.merged_model(paths.BASE, adapter, "nf4")
-    original, _ = merge.merged_model(paths.BASE, adapter, "original")
+    nf4, _ = merge_onto(adapter, "nf4")
+    original, _ = merge_onto(adapter, "original")
     base = load_model(paths.BASE)
     name = "model.layers.0.mlp.up_proj.weight"
     w_nf4, w_orig, w0 = (m.state_dict()[name] for m in (nf4, original, base))
@@ -44,7 +49,7 @@ def test_merge_stage_writes_full_models_and_records_the_base(adapter, project, t
     out = paths.model_dir("merged/qlora") / "builtin" / "seed0"
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
     assert json.loads((paths.METRICS / "merge" / "qlora.json").read_text()) == facts
-    expected, _ = merge.merged_model(paths.BASE, adapter, "original")
+    expected, _ = merge_onto(adapter, "original")
     name = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(load_model(out, dtype=torch.float32).state_dict()[name], expected.state_dict()[name])
 
@@ -54,7 +59,7 @@ def test_merging_after_the_nf4_model_ran_is_refused_where_bitsandbytes_repacks_i
 
     if torch.cuda.is_available() or not has_avx512bf16():
         pytest.skip("bitsandbytes repacks 4-bit weights only on a CPU with AVX512-BF16")
-    trained = qlora.load_trained(paths.BASE, adapter).eval()
+    trained = QLORA.load_trained(paths.BASE, adapter).eval()
     batch_loss(trained)  # the first forward pass in eval mode repacks the weights for bitsandbytes' kernel
     with pytest.raises(RuntimeError, match="before the NF4 model runs"):
         merge.merged_model(paths.BASE, adapter, "nf4", trained=trained)

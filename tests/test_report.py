@@ -12,15 +12,26 @@ from ftbench.atomic import read_jsonl, write_json, write_jsonl
 
 from .conftest import write_params
 
-MODELS = ["base", "qlora", "galore", "qlora-3ep", "hybrid", "ensemble"]
+MODELS = ["base", "qlora", "galore", "qlora-3ep", "lora", "full", "hybrid", "ensemble"]
 METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, as evaluate reports them
-QUALITY = {"base": 20, "qlora": 40, "galore": 30, "qlora-3ep": 42, "hybrid": 50, "ensemble": 38}
+QUALITY = {
+    "base": 20,
+    "qlora": 40,
+    "galore": 30,
+    "qlora-3ep": 42,
+    "lora": 41,
+    "full": 45,
+    "hybrid": 50,
+    "ensemble": 38,
+}
 STAGES = {  # stage -> (wall s, peak GPU GiB, tokens trained)
     "train-qlora": (10, 3.0, 100),
     "merge-qlora": (2, 1.0, 0),
     "train-hybrid": (5, 4.5, 50),
     "train-galore": (7, 5.0, 80),
     "train-qlora-3ep": (15, 3.0, 150),
+    "train-lora": (9, 4.0, 100),
+    "train-full": (8, 6.0, 100),
     **{f"evaluate-{name}": (3, 2.0, 0) for name in MODELS},
     # the ensemble's inference against its members' own (report.inference_lines)
     "evaluate-ensemble": (6, 6.5, 0),
@@ -377,7 +388,7 @@ def test_conventions_name_a_method_that_is_not_galore_as_published(project, tiny
     assert "Deviation, galore" not in conventions  # the default is GaLore as published
 
 
-def test_conventions_say_which_form_each_qlora_model_was_scored_in(project):
+def test_conventions_say_which_form_each_adapter_model_was_scored_in(project):
     p = config.load()
     fabricate_stage_outputs(p)
     forms = {
@@ -386,6 +397,7 @@ def test_conventions_say_which_form_each_qlora_model_was_scored_in(project):
             "continuity": {"rows": 32, "relative_difference": 0.0012, "tolerance": 0.01},
         },
         "qlora-3ep": {"scored_form": "nf4+adapter"},
+        "lora": {"scored_form": "merged-bfloat16"},
     }
     for name, facts in forms.items():
         saved = json.loads((paths.EVAL / f"{name}.json").read_text())
@@ -398,6 +410,9 @@ def test_conventions_say_which_form_each_qlora_model_was_scored_in(project):
     assert "Scored form, qlora: merged-bfloat16 (the adapter merged into the dequantized NF4" in conventions
     assert "first 32 test rows is within 0.120% of NF4 + adapter's, tolerance 1%" in conventions
     assert "Scored form, qlora-3ep: nf4+adapter (the adapter on the NF4 base, as trained)." in conventions
+    assert (
+        "Scored form, lora: merged-bfloat16 (the adapter merged into the unquantized weights" in conventions
+    )
     assert "Scored form, galore" not in conventions and "Scored form, hybrid" not in conventions
 
 

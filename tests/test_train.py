@@ -5,9 +5,10 @@ import signal
 import pytest
 import torch
 
-from ftbench import chat, config, galore, loss, paths, qlora, tracking, train
+from ftbench import chat, config, loss, paths, tracking, train
 from ftbench.errors import UserError
 from ftbench.loading import load_model, load_tokenizer
+from ftbench.recipes import galore, qlora
 from ftbench.resources import Record
 
 from .conftest import write_params
@@ -71,7 +72,7 @@ def test_galore_projects_attention_and_mlp_matrices_only(prepared, train_embeddi
 def test_qlora_runs_on_nf4_with_adapters_only(prepared):
     import bitsandbytes as bnb
 
-    model, optimizer, facts = qlora.setup(paths.BASE, prepared.methods["qlora"], prepared, seed=0)
+    model, optimizer, facts = qlora.RECIPE.setup(paths.BASE, prepared.methods["qlora"], prepared, seed=0)
     linear4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 14 and linear4[0].weight.quant_state.quant_type == "nf4"
     assert all("lora_" in n for n, t in model.named_parameters() if t.requires_grad)
@@ -140,7 +141,10 @@ def test_token_budget_layout_gives_the_same_losses_as_batch_size_rows(prepared):
         results.append(
             (
                 len(steps[0]),
-                [train.train_step(model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps],
+                [
+                    train.train_step(galore.RECIPE, model, optimizer, scheduler, trainable, s, p)["loss"]
+                    for s in steps
+                ],
             )
         )
     (passes_plain, plain), (passes_budget, budgeted) = results
@@ -181,12 +185,15 @@ def test_packed_training_follows_the_padded_loss_curve(prepared):
     steps = train.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, seed=0)
     curves = []
     for packed in (True, False):
-        model, optimizer, _ = qlora.setup(paths.BASE, method, p, seed=0)
+        model, optimizer, _ = qlora.RECIPE.setup(paths.BASE, method, p, seed=0)
         if packed:
             trainable = [t for g in optimizer.param_groups for t in g["params"]]
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
             curves.append(
-                [train.train_step(model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps]
+                [
+                    train.train_step(qlora.RECIPE, model, optimizer, scheduler, trainable, s, p)["loss"]
+                    for s in steps
+                ]
             )
         else:
             pad = load_tokenizer(paths.BASE).pad_token_id

@@ -28,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
-from ftbench import commands, config, data, evaluate, galore, qlora, resources, train
+from ftbench import commands, config, data, evaluate, recipes, resources, train
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, load_model, load_tokenizer
@@ -166,8 +166,8 @@ def with_overrides(p: config.Params, variant: str) -> tuple[str, config.Params]:
         return name, config.Params.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(k) for k in first["loc"])
-        raise UserError(f"bench: variant {variant!r}: {key}: {first['msg']}") from None
+        key, note = config.error_key(first["loc"]), config.recipe_note(first["loc"])
+        raise UserError(f"bench: variant {variant!r}: {key}: {first['msg']}{note}") from None
 
 
 # ---------------------------------------------------------------- measuring
@@ -180,24 +180,25 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
     steps = optimizer_steps(rows, method, p, args.warmup + args.steps)
     _free_gpu()
     with resources.Sampler() as sampler:
-        setup = qlora.setup if method.recipe == "qlora" else galore.setup
-        model, optimizer, _ = setup(base, method, p, seed=0)
+        recipe = recipes.get(method.recipe)
+        model, optimizer, _ = recipe.setup(base, method, p, seed=0)
         train.compile_layers(model, p)
         trainable = [t for g in optimizer.param_groups for t in g["params"]]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         model.train()
         for s in steps[: args.warmup]:
-            train.train_step(model, optimizer, scheduler, trainable, s, p)
-        refresh_s = galore.svd_seconds(optimizer) if method.recipe == "galore" else 0.0
+            train.train_step(recipe, model, optimizer, scheduler, trainable, s, p)
+        refresh_s, gap = recipe.periodic_cost(optimizer, method) or (0.0, None)
         timed = steps[args.warmup :]
         t0 = resources.synced_clock()
-        losses = [train.train_step(model, optimizer, scheduler, trainable, s, p)["loss"] for s in timed]
+        losses = [
+            train.train_step(recipe, model, optimizer, scheduler, trainable, s, p)["loss"] for s in timed
+        ]
         seconds = resources.synced_clock() - t0
     flat = [r for s in timed for m in s for r in m]
     tokens, targets = sum(len(r["input_ids"]) for r in flat), answer_tokens(flat)
-    gap = method.galore.update_proj_gap if method.galore else None
     amortised = seconds + (refresh_s * len(timed) / gap if gap else 0.0)
-    flops = resources.training_flops(causal_lm(model).config, method.recipe == "galore", tokens, targets)
+    flops = resources.training_flops(causal_lm(model).config, recipe.weight_gradients, tokens, targets)
     result = {
         "variant": variant,
         "recipe": method.recipe,

@@ -3,9 +3,8 @@
 They live in checkpoints/, outside every DVC output, because DVC deletes a stage's outputs before it
 reruns it. A checkpoint holds the trainable weights, the optimizer state, the scheduler, the RNG and
 the loss curve so far; the data position is the step count (batches are a pure function of the seed).
-galore-torch keeps each projector as a Python object in the optimizer state, which
-`torch.load(weights_only=True)` refuses, so projectors are stored as their tensors and settings and
-rebuilt on load: a checkpoint never needs unpickling of arbitrary objects.
+The recipe turns its optimizer's state into tensors and plain data (Recipe.optimizer_state), so a
+checkpoint loads with `torch.load(weights_only=True)`, never unpickling arbitrary objects.
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ import torch
 
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError
-from ftbench.galore import Projector
 from ftbench.progress import LOG
+from ftbench.recipes import Recipe
 
 ROOT = Path("checkpoints")
 FILE = "state.pt"
-PROJECTOR_KEYS = ("rank", "update_proj_gap", "scale", "proj_type", "svd")
 
 
 def folder(method: str, run_key: str) -> Path:
@@ -36,44 +34,16 @@ def fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """state_dict() with each GaLore projector as plain data (state_dict shares the live per-param dicts,
-    so they are copied before the projector is swapped out)."""
-    state = optimizer.state_dict()
-    state["state"] = {i: _plain(s) for i, s in state["state"].items()}
-    return state
-
-
-def _plain(s: dict) -> dict:
-    s = dict(s)
-    proj = s.pop("projector", None)
-    if proj is not None:
-        s["projector"] = {"ortho_matrix": proj.ortho_matrix, **{k: getattr(proj, k) for k in PROJECTOR_KEYS}}
-    return s
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load the state, then rebuild projectors. They bypass load_state_dict, whose casting of state
-    values would mangle their strings; state keys are positions in the param groups' order."""
-    projectors = {i: s.pop("projector") for i, s in state["state"].items() if "projector" in s}
-    optimizer.load_state_dict(state)
-    params = [t for group in optimizer.param_groups for t in group["params"]]
-    for i, saved in projectors.items():
-        proj = Projector(**{k: saved[k] for k in PROJECTOR_KEYS})
-        matrix = saved["ortho_matrix"]
-        device = params[i].device
-        proj.ortho_matrix = [m.to(device) for m in matrix] if isinstance(matrix, list) else matrix.to(device)
-        optimizer.state[params[i]]["projector"] = proj
-
-
-def save(where: Path, fp: str, step: int, model, optimizer, scheduler, progress: dict) -> None:
+def save(
+    where: Path, fp: str, step: int, recipe: Recipe, model, optimizer, scheduler, progress: dict
+) -> None:
     trainable = {n: t.detach() for n, t in model.named_parameters() if t.requires_grad}
     state = {
         "fingerprint": fp,
         "step": step,
         "progress": progress,
         "model": trainable,
-        "optimizer": _optimizer_state(optimizer),
+        "optimizer": recipe.optimizer_state(optimizer),
         "scheduler": scheduler.state_dict(),
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -104,7 +74,7 @@ def _few(names: set[str]) -> str:
     return ", ".join(shown) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] | None:
+def load(where: Path, fp: str, recipe: Recipe, model, optimizer, scheduler) -> tuple[int, dict] | None:
     """Restore a matching checkpoint; returns (steps done, progress) or None to start afresh."""
     path = where / FILE
     if not path.exists():
@@ -115,7 +85,7 @@ def load(where: Path, fp: str, model, optimizer, scheduler) -> tuple[int, dict] 
         return None
     _check_weights(path, model, state["model"])
     model.load_state_dict(state["model"], strict=False)  # strict=False: it holds the trainable ones only
-    _load_optimizer(optimizer, state["optimizer"])
+    recipe.load_optimizer_state(optimizer, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, get_args, get_origin
 
@@ -67,7 +67,7 @@ COMMANDS = {
             "method",
             "a qlora method listed under params.yaml's merge",
             lambda p: list(p.merge),
-            ("merge.<method>",),
+            ("merge.<method>", "methods.<method>.recipe"),
         ),
     ),
     "evaluate": Command(
@@ -131,29 +131,39 @@ def params_read(command: str, argument: str | None = None, p: config.Params | No
 # ---------------------------------------------------------------- params keys, from config's classes
 
 
-def model_in(annotation) -> tuple[type[BaseModel] | None, bool]:
-    """The params class a field holds (itself, optional, or as the values of a mapping), and whether
-    as a mapping's values."""
+def models_in(annotation) -> tuple[list[type[BaseModel]], bool]:
+    """The params classes a field holds (itself, optional, the members of a union such as a method's
+    recipes, or as the values of a mapping), and whether as a mapping's values."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, False
+        return [annotation], False
     if get_origin(annotation) is dict:
-        return model_in(get_args(annotation)[1])[0], True
-    for arg in get_args(annotation):
-        found, _ = model_in(arg)
-        if found:
-            return found, False
-    return None, False
+        return models_in(get_args(annotation)[1])[0], True
+    return [m for arg in get_args(annotation) for m in models_in(arg)[0]], False
+
+
+def merged_fields(classes: list[type[BaseModel]]) -> dict[str, tuple]:
+    """name -> (annotation, description) over the classes (a union's members share most keys); where
+    the members describe a key differently (a method's `recipe`), the descriptions are joined."""
+    merged: dict[str, tuple] = {}
+    for cls in classes:
+        for name, field in cls.model_fields.items():
+            annotation, doc = merged.get(name, (field.annotation, ""))
+            more = (field.description or "").rstrip(".")
+            if more and more not in doc:
+                doc = f"{doc}; {more}" if doc else more
+            merged[name] = (annotation, doc)
+    return merged
 
 
 def leaf_keys(
-    cls: type[BaseModel] = config.Params, prefix: str = "", doc: str = ""
+    classes: Sequence[type[BaseModel]] = (config.Params,), prefix: str = "", doc: str = ""
 ) -> Iterator[tuple[str, str]]:
-    """Every key params.yaml can set under `cls`, as (dotted key, what it does); a mapping's entries are
-    spelt <method> or <dataset>. A key without a description of its own takes its section's."""
-    for name, field in cls.model_fields.items():
-        key, described = f"{prefix}{name}", field.description or doc
-        sub, entries = model_in(field.annotation)
-        if sub is None:
+    """Every key params.yaml can set under `classes`, as (dotted key, what it does); a mapping's entries
+    are spelt <method> or <dataset>. A key without a description of its own takes its section's."""
+    for name, (annotation, description) in merged_fields(classes).items():
+        key, described = f"{prefix}{name}", description or doc
+        sub, entries = models_in(annotation)
+        if not sub:
             yield key, described
         else:
             entry = f".{ENTRY.get(name, '<name>')}" if entries else ""

@@ -113,9 +113,10 @@ class GaloreParams(Strict):
     """Projection refresh by full SVD (GaLore's) or randomized torch.svd_lowrank (faster, approximate)."""
 
 
-class MethodParams(Strict):
-    recipe: Literal["qlora", "galore"]
-    """qlora: NF4 base + LoRA adapters; galore: full-parameter training with GaLoreAdamW."""
+class MethodBase(Strict):
+    """The keys every method has; each recipe's class below adds its own (config's union of them is
+    keyed by `recipe`, so a key another recipe takes is an error naming the recipe)."""
+
     init: str = "base"
     """`base`, or `merged/<qlora method>` to start from that method's merged model."""
     lr: Annotated[float, Field(gt=0, lt=1)]
@@ -128,26 +129,42 @@ class MethodParams(Strict):
     per step (x grad_accum) and the budget bounds activation memory."""
     grad_accum: PositiveInt
     """Micro-batches per optimizer step."""
-    lora: LoraParams | None = None
-    """LoRA settings (qlora recipe only)."""
-    galore: GaloreParams | None = None
-    """GaLore settings (galore recipe only)."""
 
-    @model_validator(mode="after")
-    def _recipe_settings(self) -> MethodParams:
-        needed, other = ("lora", "galore") if self.recipe == "qlora" else ("galore", "lora")
-        if getattr(self, needed) is None:
-            raise ValueError(f"recipe {self.recipe} needs a `{needed}` block")
-        if getattr(self, other) is not None:
-            raise ValueError(f"recipe {self.recipe} takes no `{other}` block (set it to null)")
-        if self.init != "base" and not re.fullmatch(r"merged/[a-z0-9][a-z0-9_-]*", self.init):
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str) -> str:
+        if v != "base" and not re.fullmatch(r"merged/[a-z0-9][a-z0-9_-]*", v):
             raise ValueError("init must be `base` or `merged/<qlora method>`")
-        return self
+        return v
 
     def deviations(self) -> list[str]:
         """Sentences for the report's conventions: where this method is not its method as published."""
+        return []
+
+
+class QloraMethod(MethodBase):
+    recipe: Literal["qlora"]
+    """qlora: the base in 4-bit NF4, frozen, with LoRA adapters (ftbench/recipes/qlora.py)."""
+    lora: LoraParams
+    """LoRA settings."""
+
+
+class LoraMethod(MethodBase):
+    recipe: Literal["lora"]
+    """lora: the unquantized base (bf16 on a GPU, fp32 on the CPU), frozen, with LoRA adapters."""
+    lora: LoraParams
+    """LoRA settings."""
+
+
+class GaloreMethod(MethodBase):
+    recipe: Literal["galore"]
+    """galore: full-parameter training with GaLoreAdamW's low-rank optimizer state."""
+    galore: GaloreParams
+    """GaLore settings."""
+
+    def deviations(self) -> list[str]:
         g = self.galore
-        if g is None or not g.layerwise or g.accumulation != "projected":
+        if not g.layerwise or g.accumulation != "projected":
             return []
         return [
             "galore.accumulation: projected: gradients are projected on every forward pass, so with several "
@@ -155,6 +172,15 @@ class MethodParams(Strict):
             "clipping uses the norm of the projected gradients, not of the full gradient as in GaLore as "
             "published (BENCHMARKS.md measures the loss drift)"
         ]
+
+
+class FullMethod(MethodBase):
+    recipe: Literal["full"]
+    """full: every parameter trained with AdamW, fp32 master weights (2 fp32 moments per weight)."""
+
+
+# One class per recipe module in ftbench/recipes, keyed by its name.
+MethodParams = Annotated[QloraMethod | LoraMethod | GaloreMethod | FullMethod, Field(discriminator="recipe")]
 
 
 class MergeParams(Strict):
@@ -306,7 +332,7 @@ class Params(Strict):
                     raise ValueError(f"methods.{name}.init: add `merge: {{{source}: ...}}` to produce it")
         if self.resources.gpus not in (1, "auto"):
             for name, method in self.methods.items():
-                if method.galore and method.galore.layerwise:
+                if isinstance(method, GaloreMethod) and method.galore.layerwise:
                     raise ValueError(
                         f"methods.{name}.galore.layerwise: true needs resources.gpus: 1 (each rank would "
                         "project with its own basis); set it false to train on several GPUs"
@@ -344,14 +370,28 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
         return Params.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        key = error_key(first["loc"]) or "(top level)"
+        note = recipe_note(first["loc"])
         if first["type"] == "missing":
             raise UserError(
-                f"{path}: {key}: missing; add it (the project's params.yaml has every key)"
+                f"{path}: {key}: missing{note}; add it (the project's params.yaml has every key)"
             ) from None
         shown = first.get("input")
         got = f" (got {shown!r:.60})" if shown is not None and not isinstance(shown, dict) else ""
-        raise UserError(f"{path}: {key}: {first['msg']}{got}") from None
+        raise UserError(f"{path}: {key}: {first['msg']}{got}{note}") from None
+
+
+def error_key(loc: tuple) -> str:
+    """The dotted params.yaml key of a validation error. Pydantic puts a method's recipe (its union's
+    tag) after the method's name, where params.yaml has no key: it is left out (see recipe_note)."""
+    if len(loc) > 2 and loc[0] == "methods":
+        loc = loc[:2] + loc[3:]
+    return ".".join(str(k) for k in loc)
+
+
+def recipe_note(loc: tuple) -> str:
+    """` (recipe <name>)` for an error inside a method's block, whose keys depend on its recipe."""
+    return f" (recipe {loc[2]})" if len(loc) > 2 and loc[0] == "methods" else ""
 
 
 def _one_line(err: Exception) -> str:

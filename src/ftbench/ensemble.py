@@ -110,7 +110,7 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     ensemble = p.ensembles[name]
     tokenizer = load_tokenizer(paths.BASE)
     runs = {r.key: ensemble_run(name, r, p, tokenizer, st.record) for r in p.runs(name)}
-    forms = {m: evaluate.scored_form(f) for m in ensemble.members if (f := evaluate.qlora_form(m, p))}
+    forms = {m: form for m in ensemble.members if (form := evaluate.scored_form(m, p))}
     details = {
         "members": ensemble.members,
         "weights": ensemble.normalized_weights(),

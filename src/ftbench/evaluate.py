@@ -12,7 +12,7 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
-from ftbench import chat, commands, config, distributed, merge, paths, qlora, resources, stats, tracking
+from ftbench import chat, commands, config, distributed, merge, paths, recipes, resources, stats, tracking
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, device, load_model, load_tokenizer
@@ -52,25 +52,25 @@ PADDING_TOLERANCE = 1.0
 
 
 def load_for_eval(name: str, run: config.Run, p: config.Params):
-    """The base model, a QLoRA adapter on the NF4 base, or a full model trained by GaLore."""
+    """The base model, or a method's model as its recipe scores it (e.g. an adapter on its base)."""
     if name == "base":
         return load_model(paths.BASE, compute_dtype())
-    folder = paths.run_dir(name, run)
-    if p.methods[name].recipe == "qlora":
-        return qlora.load_trained(paths.BASE, folder)
-    return load_model(folder, compute_dtype())
+    return recipes.get(p.methods[name].recipe).load_trained(paths.BASE, paths.run_dir(name, run))
 
 
-def qlora_form(name: str, p: config.Params) -> str | None:
-    """evaluate.qlora_form for a QLoRA-recipe model; None for the base and GaLore-trained models."""
-    if name == "base" or p.methods[name].recipe != "qlora":
-        return None
-    return p.evaluate.qlora_form
+def scored_form(name: str, p: config.Params) -> str | None:
+    """The form a method's model is scored in, for metrics/eval (Recipe.scored_form: `nf4+adapter`,
+    `merged-<dtype it generated in>`); None for the base and models scored as saved."""
+    return None if name == "base" else recipes.get(p.methods[name].recipe).scored_form(p)
 
 
-def scored_form(form: str) -> str:
-    """The form recorded in metrics/eval: `nf4+adapter`, or `merged-<dtype it generated in>`."""
-    return "nf4+adapter" if form == "adapter" else f"merged-{str(compute_dtype()).removeprefix('torch.')}"
+def merges_nf4(name: str, p: config.Params) -> bool:
+    """Whether evaluation merges the adapter into the dequantized NF4 weights (evaluate.qlora_form)."""
+    return (
+        name != "base"
+        and recipes.get(p.methods[name].recipe).nf4_adapter
+        and p.evaluate.qlora_form == "merged"
+    )
 
 
 def merged_for_eval(trained, adapter, rows: list[dict], p: config.Params, label: str):
@@ -217,7 +217,7 @@ def model_for_eval(name: str, run: config.Run, p: config.Params, rows: list[dict
     with record.phase("load"):
         model = load_for_eval(name, run, p)
     facts = {}
-    if qlora_form(name, p) == "merged":
+    if merges_nf4(name, p):
         with record.phase("merge"):
             model, facts["continuity"] = merged_for_eval(
                 model, paths.run_dir(name, run), rows, p, f"{name}/{run.key}"
@@ -273,8 +273,8 @@ def scored_run(
 def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     tokenizer = load_tokenizer(paths.BASE)
     runs = {r.key: evaluate_run(name, r, p, tokenizer, st.record) for r in p.runs(name)}
-    form = qlora_form(name, p)
-    return summarize(name, p, runs, {"scored_form": scored_form(form)} if form else {})
+    form = scored_form(name, p)
+    return summarize(name, p, runs, {"scored_form": form} if form else {})
 
 
 def summarize(name: str, p: config.Params, runs: dict, details: dict) -> dict:

@@ -13,7 +13,7 @@ import bitsandbytes.functional as bnbf
 import torch
 from peft.tuners.lora import LoraLayer
 
-from ftbench import commands, config, paths, qlora, resources, tracking
+from ftbench import commands, config, paths, recipes, resources, tracking
 from ftbench.atomic import atomic_path, write_json
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import load_model, load_tokenizer
@@ -39,13 +39,11 @@ def nf4_weight(layer: LoraLayer) -> torch.Tensor:
     return bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
 
 
-def merged_model(base: Path, adapter: Path, merge_base: str, trained=None):
+def merged_model(base: Path, adapter: Path, merge_base: str, trained):
     """A full-precision (fp32) model whose adapted linear weights are base weight + LoRA delta.
 
-    `trained` is the adapter already loaded on the NF4 base (`qlora.load_trained(base, adapter)`), for a
-    caller that also runs it (evaluation's continuity check), so the NF4 model is not loaded twice."""
-    if trained is None:
-        trained = qlora.load_trained(base, adapter)
+    `trained` is the adapter loaded on the NF4 base (its recipe's load_trained(base, adapter)); a caller
+    that also runs it (evaluation's continuity check) passes its own, so the NF4 model is loaded once."""
     full = load_model(base, dtype=torch.float32)
     stats = {"matrices": 0, "relative_delta": 0.0}
     for name, layer in trained.get_base_model().named_modules():
@@ -68,8 +66,11 @@ def run(name: str, p: config.Params) -> dict:
     facts = {}
     tokenizer = load_tokenizer(paths.BASE)
     with atomic_path(paths.model_dir(f"merged/{name}"), is_dir=True) as out:
+        recipe = recipes.get(p.methods[name].recipe)
         for run in p.runs(name):
-            model, stats = merged_model(paths.BASE, paths.run_dir(name, run), merge_base)
+            adapter = paths.run_dir(name, run)
+            trained = recipe.load_trained(paths.BASE, adapter)
+            model, stats = merged_model(paths.BASE, adapter, merge_base, trained)
             model.save_pretrained(out / run.key, safe_serialization=True)
             tokenizer.save_pretrained(out / run.key)
             facts[run.key] = {"base": merge_base, **stats}

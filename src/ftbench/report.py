@@ -823,11 +823,11 @@ def build(p: config.Params, r: Results) -> list[Section]:
 
 
 def scored_forms(evals: dict) -> list[str]:
-    """Conventions lines: the form each QLoRA-recipe model was scored in (evaluate.qlora_form), as its
-    metrics/eval file records it, with the merged copy's largest test-loss difference from NF4 + adapter."""
+    """Conventions lines: the form each adapter was scored in (evaluate.scored_form), as its metrics/eval
+    file records it, with the merged copy's largest test-loss difference from NF4 + adapter."""
     lines = []
     for name, e in evals.items():
-        if "scored_form" not in e:  # the base and GaLore-trained models: scored as saved
+        if "scored_form" not in e:  # the base and whole trained models: scored as saved
             continue
         checks = [run["continuity"] for run in e["runs"].values() if "continuity" in run]
         line = f"Scored form, {name}: {e['scored_form']}"
@@ -838,8 +838,10 @@ def scored_forms(evals: dict) -> list[str]:
                 f"{checks[0]['rows']} test rows is within {worst:.3%} of NF4 + adapter's, tolerance "
                 f"{checks[0]['tolerance']:.0%})"
             )
-        else:
+        elif e["scored_form"] == "nf4+adapter":
             line += " (the adapter on the NF4 base, as trained)"
+        else:
+            line += " (the adapter merged into the unquantized weights by peft's merge_and_unload)"
         lines.append(line + ".")
     return lines
 

@@ -1,4 +1,4 @@
-"""Train stage: one method (qlora or galore recipe) on every dataset, from models/base or a merge."""
+"""Train stage: one method, by its recipe (ftbench.recipes), on every dataset, from models/base or a merge."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler
 
-from ftbench import checkpoint, commands, config, distributed, galore, paths, qlora, resources, tracking
+from ftbench import checkpoint, commands, config, distributed, paths, recipes, resources, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, stage_main
-from ftbench.loading import compute_dtype, configure_attention, device, load_tokenizer
+from ftbench.loading import configure_attention, device, load_tokenizer
 from ftbench.loss import (
     answer_loss,
     answer_tokens,
@@ -118,7 +118,9 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-def fit(model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[Path, str]) -> dict:
+def fit(
+    recipe: recipes.Recipe, model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[Path, str]
+) -> dict:
     """The training loop, resumable from `ckpt` (folder, fingerprint).
 
     `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s. The returned progress holds
@@ -133,21 +135,24 @@ def fit(model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[
         num_training_steps=total,
     )
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
-    done, progress = checkpoint.load(*ckpt, model, optimizer, scheduler) or (0, {"curve": [], "tokens": 0})
+    done, progress = checkpoint.load(*ckpt, recipe, model, optimizer, scheduler) or (
+        0,
+        {"curve": [], "tokens": 0},
+    )
     start, seconds_before = time.perf_counter(), progress.setdefault("train_s", 0.0)
     model.train()
     with StopRequest() as stop, bar(label, total, unit=" steps", initial=done) as steps_bar:
         for step, micro in enumerate(steps, 1):
             if step <= done:
                 continue  # the batches are a pure function of the seed: skipping them is the data position
-            metrics = train_step(model, optimizer, scheduler, trainable, micro, p)
+            metrics = train_step(recipe, model, optimizer, scheduler, trainable, micro, p)
             if not math.isfinite(metrics["loss"]):
                 raise UserError(
                     f"{label}: loss is {metrics['loss']} at step {step}; likely a learning rate too high "
                     "(methods.*.lr) or fp16 on Gemma (use bf16 or fp32); no outputs were written"
                 )
-            if step == 1 and any("rank" in g for g in optimizer.param_groups):
-                galore.check_projected(optimizer)
+            if step == 1:
+                recipe.check_first_step(optimizer)
             progress["tokens"] += metrics.pop("tokens")
             progress["train_s"] = seconds_before + time.perf_counter() - start
             log(step, metrics)
@@ -163,7 +168,7 @@ def fit(model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[
             every = p.train.checkpoint_every
             stopping = distributed.sum_scalars(float(bool(stop.signal)))[0] > 0  # any rank stops them all
             if (stopping or (every and step % every == 0 and step < total)) and distributed.is_main():
-                checkpoint.save(ckpt[0], ckpt[1], step, model, optimizer, scheduler, progress)
+                checkpoint.save(ckpt[0], ckpt[1], step, recipe, model, optimizer, scheduler, progress)
             if stopping:
                 who = f"signal {stop.signal}" if stop.signal else "a signal to another rank"
                 raise UserError(
@@ -173,7 +178,9 @@ def fit(model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[
     return progress
 
 
-def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params) -> dict:
+def train_step(
+    recipe: recipes.Recipe, model, optimizer, scheduler, trainable, micro, p: config.Params
+) -> dict:
     """One optimizer step over `micro` (this rank's packed forward passes); loss = mean over the step's
     answer tokens on every rank, so summing gradients over ranks gives the one-process gradient.
     Nothing in the passes waits for the GPU: the loss is read once, after the last backward."""
@@ -191,12 +198,12 @@ def train_step(model, optimizer, scheduler, trainable, micro, p: config.Params) 
         with distributed.sync_gradients(model, last):
             with autocast():
                 loss = answer_loss(model, rows, p.train.fused_cross_entropy) * weight
-            galore.mark_pass(optimizer, last=last)
+            recipe.before_backward(optimizer, last=last)
             loss.backward()
         step_loss += loss.detach()
     step_loss, tokens = distributed.sum_scalars(step_loss.item() / distributed.world_size(), tokens)
     # clipping at inf still returns the norm, which is logged
-    grad_norm = galore.clip_gradients(optimizer, trainable, p.train.max_grad_norm or math.inf)
+    grad_norm = recipe.clip(optimizer, trainable, p.train.max_grad_norm or math.inf)
     if math.isfinite(step_loss):
         optimizer.step()
         scheduler.step()
@@ -217,9 +224,9 @@ def train_one(
     method = p.methods[name]
     torch.manual_seed(run.seed)
     init = init_dir(method.init, run)
-    setup = qlora.setup if method.recipe == "qlora" else galore.setup
+    recipe = recipes.get(method.recipe)
     with st.record.phase("load"):
-        model, optimizer, facts = setup(init, method, p, run.seed)
+        model, optimizer, facts = recipe.setup(init, method, p, run.seed)
         compile_layers(model, p)
         distributed.data_parallel(model, causal_lm(model).model)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
@@ -236,7 +243,7 @@ def train_one(
         }
     )
     with st.record.phase("train"):
-        result = fit(model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
+        result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
     with st.record.phase("validate"):
         val_loss = mean_loss(
             model,
@@ -246,12 +253,7 @@ def train_one(
         )
     if distributed.is_main():
         with st.record.phase("save"):
-            if method.recipe == "galore":
-                # only evaluate reads it, in the compute dtype: bf16 on a GPU halves the write and DVC's
-                # hashing and caching of it (the fp32 master weights matter during training only)
-                model.to(compute_dtype())
-                tokenizer.save_pretrained(out)
-            model.save_pretrained(out, safe_serialization=True)
+            recipe.save(model, out, tokenizer)
         checkpoint.remove(where)
     # `steps` holds this rank's rows: the FLOPs count every rank's, like `tokens`
     (targets,) = distributed.sum_scalars(sum(answer_tokens(r) for s in steps for r in s))
@@ -265,10 +267,10 @@ def train_one(
         "answer_tokens": targets,
         "train_s": round(result["train_s"], 2),
         "flops": resources.training_flops(
-            causal_lm(model).config, method.recipe == "galore", result["tokens"], targets
+            causal_lm(model).config, recipe.weight_gradients, result["tokens"], targets
         ),
         "fused_cross_entropy": p.train.fused_cross_entropy and fused_loss_available(),
-        **({"svd_s": round(galore.svd_seconds(optimizer), 2)} if method.recipe == "galore" else {}),
+        **recipe.facts_after(optimizer),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],
         "val_loss": val_loss,

@@ -16,7 +16,7 @@ here the step still happens once per optimizer step, so accumulation works. On G
 - `projected`: on every pass, into a low-rank accumulator. A step of several passes then never holds a
   full gradient, but a refresh takes its basis from the first pass and clipping uses the norm of the
   projected gradients: a different optimizer from the published one, which the report names
-  (`config.MethodParams.deviations`).
+  (`config.GaloreMethod.deviations`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from galore_torch.galore_projector import GaLoreProjector
 from ftbench import config, distributed, resources
 from ftbench.errors import UserError
 from ftbench.loading import compute_dtype, load_model
+from ftbench.recipes import Recipe, checkpoint_activations
 
 PROJECTED_MODULES = ("self_attn", "mlp")
+PROJECTOR_KEYS = ("rank", "update_proj_gap", "scale", "proj_type", "svd")
 LOWRANK_OVERSAMPLE = 8  # extra columns for torch.svd_lowrank: rank 128 is found to ~1e-3 of full SVD
 
 
@@ -208,10 +210,7 @@ def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
         # A frozen embedding needs no fp32 master copy; the output layer multiplies in bf16 anyway
         # (0.6 GB less on Gemma-3-1B, and no per-step cast of the 262k x hidden matrix).
         embedding.data = embedding.data.to(compute_dtype())
-    if p.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if not g.train_embedding:
-            model.enable_input_require_grads()
+    checkpoint_activations(model, p, frozen_input=not g.train_embedding)
     projected, plain = split_parameters(model)
     groups = [
         {"params": [t for _, t in plain]},
@@ -273,3 +272,70 @@ def check_projected(optimizer: GaLoreAdamW) -> None:
     bases = [optimizer.state[t]["projector"].ortho_matrix for t in group["params"]]
     flat = [m for b in bases for m in (b if isinstance(b, list) else [b])]
     distributed.check_same(flat, "GaLore projections")  # gradients are summed first: they must agree
+
+
+# ---------------------------------------------------------------- checkpoints
+# galore-torch keeps each projector as a Python object in the optimizer state, which
+# `torch.load(weights_only=True)` refuses, so projectors are stored as their tensors and settings and
+# rebuilt on load: a checkpoint never needs unpickling of arbitrary objects.
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """state_dict() with each GaLore projector as plain data (state_dict shares the live per-param dicts,
+    so they are copied before the projector is swapped out)."""
+    state = optimizer.state_dict()
+    state["state"] = {i: _plain(s) for i, s in state["state"].items()}
+    return state
+
+
+def _plain(s: dict) -> dict:
+    s = dict(s)
+    proj = s.pop("projector", None)
+    if proj is not None:
+        s["projector"] = {"ortho_matrix": proj.ortho_matrix, **{k: getattr(proj, k) for k in PROJECTOR_KEYS}}
+    return s
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load the state, then rebuild projectors. They bypass load_state_dict, whose casting of state
+    values would mangle their strings; state keys are positions in the param groups' order."""
+    projectors = {i: s.pop("projector") for i, s in state["state"].items() if "projector" in s}
+    optimizer.load_state_dict(state)
+    params = [t for group in optimizer.param_groups for t in group["params"]]
+    for i, saved in projectors.items():
+        proj = Projector(**{k: saved[k] for k in PROJECTOR_KEYS})
+        matrix = saved["ortho_matrix"]
+        device = params[i].device
+        proj.ortho_matrix = [m.to(device) for m in matrix] if isinstance(matrix, list) else matrix.to(device)
+        optimizer.state[params[i]]["projector"] = proj
+
+
+class GaLore(Recipe):
+    """Full-parameter training, the whole model saved; the optimizer is this module's."""
+
+    def setup(self, init: Path, method: config.MethodParams, p: config.Params, seed: int) -> tuple:
+        return setup(init, method, p, seed)
+
+    def clip(self, optimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
+        return clip_gradients(optimizer, trainable, max_norm)
+
+    def before_backward(self, optimizer, last: bool) -> None:
+        mark_pass(optimizer, last)
+
+    def check_first_step(self, optimizer) -> None:
+        check_projected(optimizer)
+
+    def optimizer_state(self, optimizer) -> dict:
+        return optimizer_state(optimizer)
+
+    def load_optimizer_state(self, optimizer, state: dict) -> None:
+        load_optimizer_state(optimizer, state)
+
+    def facts_after(self, optimizer) -> dict:
+        return {"svd_s": round(svd_seconds(optimizer), 2)}
+
+    def periodic_cost(self, optimizer, method: config.MethodParams) -> tuple[float, int]:
+        return svd_seconds(optimizer), method.galore.update_proj_gap
+
+
+RECIPE = GaLore()
