@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from .conftest import ROOT, write_params
 
-METHODS = ["qlora", "galore", "qlora-3ep", "hybrid"]
+METHODS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["methods"])  # every method a user gets
 STAGES = ["model", "data", "merge@qlora", "evaluate-base", "evaluate-ensemble@ensemble", "report"] + [
     f"{stage}@{m}" for stage in ("train", "evaluate") for m in METHODS
 ]
@@ -134,5 +135,5 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     )
     points = plots["data"]["Quality vs wall time"][0]["content"]["data"]["values"]
     assert {(v["rev"], v["model"]) for v in points} == {
-        (rev, m) for rev in (branch, "seed1") for m in [*METHODS, "ensemble"]
+        (rev, m) for rev in (branch, "seed1") for m in ["base", *METHODS, "ensemble"]
     }
