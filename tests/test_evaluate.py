@@ -220,3 +220,17 @@ def test_left_padded_generation_is_checked_against_the_prompt_alone(tiny_model_d
     evaluate.check_left_padding(model, ids, mask, prompt)
     with pytest.raises(UserError, match="batched generation is corrupted"):
         evaluate.check_left_padding(model, ids, mask, other)
+
+
+def test_generation_runs_in_eager_attention_for_every_member(prepared):
+    """On the H200 sdpa scored a left-padded prompt 8-54 nats from the same prompt alone and eager 0.5
+    (evaluate.PADDING_TOLERANCE): generation switches the model, and each of an ensemble's members, to
+    eager. The CPU gives both the same answers, so the switch itself is what is checked."""
+    from ftbench.ensemble import Lockstep
+
+    tokenizer = load_tokenizer(paths.BASE)
+    models = [load_model(paths.BASE), load_model(paths.BASE)]
+    assert {m.config._attn_implementation for m in models} == {"sdpa"}
+    prompts = evaluate.generation_prompts(read_jsonl(paths.split_file("builtin", "test")))[:3]
+    evaluate.generate(Lockstep(models, [0.5, 0.5], "probability"), tokenizer, prompts, prepared)
+    assert {m.config._attn_implementation for m in models} == {"eager"}

@@ -5,17 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from ftbench import chat
-
-# The attention every model is loaded with: transformers' sdpa, except that a query row the mask lets
-# attend to no key at all (a left pad's first positions, in batched generation) attends to every key.
-# transformers 5 dropped the `_unmask_unattended` step that did this, and on CUDA such rows come out NaN:
-# on the H200 (torch 2.11, transformers 5.17) the first generated token of 252 of 500 left-padded GSM8K
-# prompts was garbage in every model (transformers#47651). What those rows compute is padding, never read.
-SDPA = "ftbench_sdpa"
 
 
 def device() -> torch.device:
@@ -39,17 +31,6 @@ def configure_attention() -> None:
         torch.backends.cuda.enable_cudnn_sdp(False)
 
 
-def sdpa_attending_somewhere(module, query, key, value, attention_mask, **kwargs):
-    """sdpa with every fully masked query row unmasked (SDPA above)."""
-    if attention_mask is not None and attention_mask.dtype == torch.bool:
-        attention_mask = attention_mask | ~attention_mask.any(dim=-1, keepdim=True)
-    return AttentionInterface._global_mapping["sdpa"](module, query, key, value, attention_mask, **kwargs)
-
-
-AttentionInterface.register(SDPA, sdpa_attending_somewhere)
-AttentionMaskInterface.register(SDPA, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])  # the same masks as sdpa's
-
-
 def load_tokenizer(path: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(path)
     chat.ensure_chat_template(tokenizer)
@@ -61,7 +42,7 @@ def load_tokenizer(path: str | Path):
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32):
     """A full-precision model on the default device; fp32 master weights unless told otherwise."""
     return AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, use_safetensors=True, attn_implementation=SDPA, device_map={"": device()}
+        path, dtype=dtype, use_safetensors=True, device_map={"": device()}
     )
 
 
@@ -82,6 +63,5 @@ def load_nf4(path: str | Path):
         quantization_config=nf4_config(),
         dtype=compute_dtype(),
         use_safetensors=True,
-        attn_implementation=SDPA,
         device_map={"": device()},
     )

@@ -97,10 +97,20 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, sl
     # a row no longer than the window sees all of itself: the sliding window changes nothing
     window = sliding_window if sliding_window and longest > sliding_window else None
     if q.is_cuda:
-        out = _varlen(q, k, v, bounds, longest, scaling, window)
+        out = _varlen(*as_autocast(q, k, v), bounds, longest, scaling, window)
     else:
         out = _row_by_row(q, k, v, bounds, scaling, window)
     return out[None], None
+
+
+def as_autocast(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in autocast's dtype where autocast is on. sdpa has an autocast rule and varlen_attn
+    none: with a trained fp32 embedding (the full recipe) rotary embeddings come out fp32, and the
+    FlashAttention kernel refuses fp32 inputs (seen on the H200), where sdpa would have run in bf16."""
+    kind = tensors[0].device.type
+    if not torch.is_autocast_enabled(kind):
+        return tensors
+    return tuple(t.to(torch.get_autocast_dtype(kind)) for t in tensors)
 
 
 def _row_by_row(q, k, v, bounds, scaling, window):
