@@ -113,7 +113,7 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
         pad_token_id=tokenizer.pad_token_id,
     )
     model.eval()
-    for member in getattr(model, "members", [model]):  # an ensemble's (ensemble.Lockstep) one by one
+    for member in transformers_models(model):
         # eager attention: with left padding, sdpa's answers were corrupted on the H200 (PADDING_TOLERANCE)
         member.set_attn_implementation("eager")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -140,13 +140,19 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
     return [merged[i] for i in range(len(prompts))]
 
 
+def transformers_models(model) -> list:
+    """The transformers models that generate: an ensemble's members (ensemble.Lockstep, read by its
+    attribute so that evaluating a single model does not import the ensemble), else the model itself."""
+    return getattr(model, "members", [model])
+
+
 @torch.no_grad()
 def check_left_padding(model, ids: torch.Tensor, mask: torch.Tensor, prompt: list[int]) -> None:
     """Stop if a left-padded prompt's next-token log-probabilities differ from the same prompt's alone
     (PADDING_TOLERANCE): every answer of a batch would then start from a corrupted first token."""
     if mask.all():
         return  # no padding, nothing to compare
-    for member in getattr(model, "members", [model]):  # an ensemble's (ensemble.Lockstep) one by one
+    for member in transformers_models(model):
         padded = member(input_ids=ids[None], attention_mask=mask[None]).logits[0, -1]
         alone = member(input_ids=torch.tensor([prompt], device=ids.device)).logits[0, -1]
         gap = (padded.float().log_softmax(-1) - alone.float().log_softmax(-1)).abs().max().item()
