@@ -59,7 +59,7 @@ def wait_for_checkpoint(proc, method, min_step=3):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["qlora", "galore"])
+@pytest.mark.parametrize("method", ["qlora", "galore", "multi-adapter"])
 def test_killed_run_resumes_to_the_same_losses(prepared, project, tiny_model_dir, method):
     long_run(project, tiny_model_dir, method)
     curve = paths.CURVES / method / "builtin-seed0.csv"

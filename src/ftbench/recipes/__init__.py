@@ -220,6 +220,26 @@ def mark_pass(optimizer, last: bool) -> None:
         optimizer.last_pass = last
 
 
+class GaloreHooks(Recipe):
+    """The training-loop hooks of a recipe whose optimizer is, or holds, a GaLore optimizer."""
+
+    def galore_part(self, optimizer) -> GaLoreAdamW:
+        """The GaLore optimizer within the recipe's optimizer."""
+        return optimizer
+
+    def before_backward(self, optimizer, last: bool) -> None:
+        mark_pass(self.galore_part(optimizer), last)
+
+    def check_first_step(self, optimizer) -> None:
+        check_projected(self.galore_part(optimizer))
+
+    def facts_after(self, optimizer) -> dict:
+        return {"svd_s": round(svd_seconds(self.galore_part(optimizer)), 2)}
+
+    def periodic_cost(self, optimizer, method: config.MethodParams) -> tuple[float, int]:
+        return svd_seconds(self.galore_part(optimizer)), method.galore.update_proj_gap
+
+
 class Projector(GaLoreProjector):
     """galore-torch's projector with a choice of SVD, a timer, and projection without a refresh.
 

@@ -28,15 +28,12 @@ import torch
 from ftbench import config
 from ftbench.recipes import (
     AccumulatingGaLoreAdamW,
-    Recipe,
-    check_projected,
+    GaloreHooks,
     galore_base,
     galore_optimizer,
     galore_state,
     load_galore_state,
-    mark_pass,
     split_parameters,
-    svd_seconds,
 )
 
 
@@ -59,7 +56,7 @@ def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
     return model, optimizer, facts
 
 
-class GaLore(Recipe):
+class GaLore(GaloreHooks):
     """Full-parameter training, the whole model saved; the optimizer is this module's."""
 
     def setup(self, init: Path, method: config.MethodParams, p: config.Params, seed: int) -> tuple:
@@ -68,23 +65,11 @@ class GaLore(Recipe):
     def clip(self, optimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
         return clip_gradients(optimizer, trainable, max_norm)
 
-    def before_backward(self, optimizer, last: bool) -> None:
-        mark_pass(optimizer, last)
-
-    def check_first_step(self, optimizer) -> None:
-        check_projected(optimizer)
-
     def optimizer_state(self, optimizer) -> dict:
         return galore_state(optimizer)
 
     def load_optimizer_state(self, optimizer, state: dict) -> None:
         load_galore_state(optimizer, state)
-
-    def facts_after(self, optimizer) -> dict:
-        return {"svd_s": round(svd_seconds(optimizer), 2)}
-
-    def periodic_cost(self, optimizer, method: config.MethodParams) -> tuple[float, int]:
-        return svd_seconds(optimizer), method.galore.update_proj_gap
 
 
 RECIPE = GaLore()

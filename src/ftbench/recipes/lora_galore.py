@@ -24,17 +24,14 @@ from ftbench.errors import UserError
 from ftbench.loading import compute_dtype
 from ftbench.recipes import (
     AccumulatingGaLoreAdamW,
-    Recipe,
+    GaloreHooks,
     adamw,
     add_adapters,
-    check_projected,
     galore_base,
     galore_optimizer,
     galore_state,
     load_galore_state,
-    mark_pass,
     split_parameters,
-    svd_seconds,
 )
 
 # The merged model is saved in the compute dtype: on a GPU the sum W + LoRA delta is rounded to bf16,
@@ -87,7 +84,7 @@ class JointOptimizer(torch.optim.Optimizer):
         self.param_groups = self.galore.param_groups + self.adapters.param_groups
 
 
-class LoraGalore(Recipe):
+class LoraGalore(GaloreHooks):
     """Both kinds of training at once; saved as one merged model, scored as saved."""
 
     def setup(self, init: Path, method: config.MethodParams, p: config.Params, seed: int) -> tuple:
@@ -111,17 +108,8 @@ class LoraGalore(Recipe):
     def clip(self, optimizer: JointOptimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
         return optimizer.clip(max_norm)
 
-    def before_backward(self, optimizer: JointOptimizer, last: bool) -> None:
-        mark_pass(optimizer.galore, last)
-
-    def check_first_step(self, optimizer: JointOptimizer) -> None:
-        check_projected(optimizer.galore)
-
-    def facts_after(self, optimizer: JointOptimizer) -> dict:
-        return {"svd_s": round(svd_seconds(optimizer.galore), 2)}
-
-    def periodic_cost(self, optimizer: JointOptimizer, method: config.MethodParams) -> tuple[float, int]:
-        return svd_seconds(optimizer.galore), method.galore.update_proj_gap
+    def galore_part(self, optimizer: JointOptimizer):
+        return optimizer.galore
 
     def to_save(self, model, score: Callable[[Any], float]):
         """The LoRA delta merged into the GaLore-updated weights (fp32), cast to the compute dtype, if
