@@ -59,7 +59,7 @@ def wait_for_checkpoint(proc, method, min_step=3):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["qlora", "galore"])
+@pytest.mark.parametrize("method", ["qlora", "galore", "multi-adapter"])
 def test_killed_run_resumes_to_the_same_losses(prepared, project, tiny_model_dir, method):
     long_run(project, tiny_model_dir, method)
     curve = paths.CURVES / method / "builtin-seed0.csv"
@@ -121,7 +121,8 @@ def test_a_checkpoint_of_other_weights_is_refused_before_anything_loads(tmp_path
 def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path):
     from galore_torch import GaLoreAdamW
 
-    from ftbench.recipes.galore import RECIPE, Projector
+    from ftbench.recipes import Projector
+    from ftbench.recipes.galore import RECIPE
 
     w = torch.nn.Parameter(torch.randn(32, 16))
     opt = GaLoreAdamW(

@@ -18,7 +18,7 @@ from .conftest import write_params
 TOLERANCE = dict(rel=1e-4, abs=1e-5)
 # GaLore's layerwise mode keeps one process (each rank would find its own basis)
 PEAK = 1e-4  # TFLOP/s: a made-up peak of the order of a CPU's, so MFU is large enough to check its arithmetic
-SEVERAL_GPUS = {"methods.galore.galore.layerwise": False, "methods.hybrid.galore.layerwise": False}
+SEVERAL_GPUS = {f"methods.{m}.galore.layerwise": False for m in ("galore", "hybrid", "multi-adapter")}
 
 
 def stage(project, *args):
@@ -41,8 +41,8 @@ EMPTY_RANK = {"methods.qlora.batch_size": 1, "methods.qlora.grad_accum": 1}
 
 @pytest.mark.parametrize(
     "method, layout",
-    [("qlora", {}), ("galore", {}), ("qlora", UNEVEN_PASSES), ("qlora", EMPTY_RANK)],
-    ids=["qlora", "galore", "qlora-uneven-passes", "qlora-empty-rank"],
+    [("qlora", {}), ("galore", {}), ("multi-adapter", {}), ("qlora", UNEVEN_PASSES), ("qlora", EMPTY_RANK)],
+    ids=["qlora", "galore", "multi-adapter", "qlora-uneven-passes", "qlora-empty-rank"],
 )
 def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_model_dir, method, layout):
     settings = {
@@ -50,6 +50,7 @@ def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_m
         "train.max_steps": 2,
         **SEVERAL_GPUS,
         "methods.qlora.lora.dropout": 0.0,  # dropout masks differ by process; the rest is deterministic
+        "methods.multi-adapter.lora.dropout": 0.0,
         f"methods.{method}.lr": 1e-2,
     }
     curves, counts, weights = {}, {}, {}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from galore_torch.galore_projector import GaLoreProjector
 
-from ftbench import config, paths, train
+from ftbench import config, paths, recipes, train
 from ftbench.atomic import read_jsonl
 from ftbench.loss import answer_loss, answer_tokens
 from ftbench.recipes import galore
@@ -73,7 +73,7 @@ def stock_galore_run(p, method, steps) -> tuple[list[float], list[float], torch.
     method = method.model_copy(update={"galore": method.galore.model_copy(update={"layerwise": False})})
     torch.manual_seed(0)
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
-    assert type(optimizer) is galore.GaLoreAdamW
+    assert type(optimizer) is recipes.GaLoreAdamW
     use_stock_projectors(optimizer)
     params = [t for g in optimizer.param_groups for t in g["params"]]
     losses, norms = [], []
@@ -145,7 +145,7 @@ def test_lowrank_svd_finds_the_same_subspace_as_full_svd():
     grad = u[:, :64] @ torch.diag(spectrum) @ v.T  # 256 x 64: GaLore projects the right side
     bases, subspaces = {}, {}
     for svd in ("full", "lowrank"):
-        proj = galore.Projector(16, 200, 0.25, "std", svd=svd)
+        proj = recipes.Projector(16, 200, 0.25, "std", svd=svd)
         proj.project(grad, 0)
         bases[svd] = proj.ortho_matrix
         subspaces[svd] = proj.ortho_matrix.T @ proj.ortho_matrix  # projector onto the kept subspace

@@ -5,7 +5,7 @@ import signal
 import pytest
 import torch
 
-from ftbench import chat, config, loss, paths, tracking, train
+from ftbench import chat, config, loss, paths, recipes, tracking, train
 from ftbench.errors import UserError
 from ftbench.loading import load_model, load_tokenizer
 from ftbench.recipes import galore, qlora
@@ -66,7 +66,7 @@ def test_galore_projects_attention_and_mlp_matrices_only(prepared, train_embeddi
     plain = [n for n in facts["not_projected"] if "norm" not in n]
     assert plain == (["model.embed_tokens.weight"] if train_embedding else [])  # a matrix, not projected
     with pytest.raises(RuntimeError, match="GaLore did not project"):
-        galore.check_projected(optimizer)
+        recipes.check_projected(optimizer)
 
 
 def test_qlora_runs_on_nf4_with_adapters_only(prepared):

@@ -174,13 +174,24 @@ class GaloreMethod(MethodBase):
         ]
 
 
+class LoraGaloreMethod(GaloreMethod):
+    recipe: Literal["lora_galore"]
+    """lora_galore: LoRA adapters (AdamW) and the base's matrices (GaLore, at `lr`) trained together."""
+    lora_lr: Annotated[float, Field(gt=0, lt=1)]
+    """The adapters' peak learning rate; the one schedule scales it and `lr` alike."""
+    lora: LoraParams
+    """LoRA settings."""
+
+
 class FullMethod(MethodBase):
     recipe: Literal["full"]
     """full: every parameter trained with AdamW, fp32 master weights (2 fp32 moments per weight)."""
 
 
 # One class per recipe module in ftbench/recipes, keyed by its name.
-MethodParams = Annotated[QloraMethod | LoraMethod | GaloreMethod | FullMethod, Field(discriminator="recipe")]
+MethodParams = Annotated[
+    QloraMethod | LoraMethod | GaloreMethod | LoraGaloreMethod | FullMethod, Field(discriminator="recipe")
+]
 
 
 class MergeParams(Strict):

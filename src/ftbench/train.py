@@ -244,16 +244,19 @@ def train_one(
     )
     with st.record.phase("train"):
         result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
+    validation = read_jsonl(paths.split_file(run.dataset, "validation"))
     with st.record.phase("validate"):
-        val_loss = mean_loss(
-            model,
-            read_jsonl(paths.split_file(run.dataset, "validation")),
-            method.batch_size,
-            p.train.fused_cross_entropy,
+        val_loss = mean_loss(model, validation, method.batch_size, p.train.fused_cross_entropy)
+    with st.record.phase("save"):
+        # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
+        # loss is summed over them), or where there are none on one step's training rows
+        check = validation or rows[: method.batch_size * method.grad_accum]
+        saved = recipe.to_save(
+            model, lambda m: mean_loss(m, check, method.batch_size, p.train.fused_cross_entropy)
         )
+        if distributed.is_main():
+            recipe.save(saved, out, tokenizer)
     if distributed.is_main():
-        with st.record.phase("save"):
-            recipe.save(model, out, tokenizer)
         checkpoint.remove(where)
     # `steps` holds this rank's rows: the FLOPs count every rank's, like `tokens`
     (targets,) = distributed.sum_scalars(sum(answer_tokens(r) for s in steps for r in s))

@@ -17,7 +17,7 @@ class Full(Recipe):
         model = load_model(init, dtype=torch.float32)
         checkpoint_activations(model, p, frozen_input=False)
         trainable = list(model.parameters())
-        return model, adamw(trainable, method, p), {"trainable_params": sum(t.numel() for t in trainable)}
+        return model, adamw(trainable, method.lr, p), {"trainable_params": sum(t.numel() for t in trainable)}
 
 
 RECIPE = Full()

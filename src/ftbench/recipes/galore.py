@@ -21,162 +21,20 @@ here the step still happens once per optimizer step, so accumulation works. On G
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-from galore_torch import GaLoreAdamW
-from galore_torch.galore_projector import GaLoreProjector
 
-from ftbench import config, distributed, resources
-from ftbench.errors import UserError
-from ftbench.loading import compute_dtype, load_model
-from ftbench.recipes import Recipe, checkpoint_activations
-
-PROJECTED_MODULES = ("self_attn", "mlp")
-PROJECTOR_KEYS = ("rank", "update_proj_gap", "scale", "proj_type", "svd")
-LOWRANK_OVERSAMPLE = 8  # extra columns for torch.svd_lowrank: rank 128 is found to ~1e-3 of full SVD
-
-
-class Projector(GaLoreProjector):
-    """galore-torch's projector with a choice of SVD, a timer, and projection without a refresh.
-
-    `svd="lowrank"` replaces the full `torch.linalg.svd` of each refresh with randomized
-    `torch.svd_lowrank`, which only finds the `rank` directions GaLore keeps.
-    """
-
-    def __init__(self, rank: int, update_proj_gap: int, scale: float, proj_type: str, svd: str = "full"):
-        super().__init__(rank, update_proj_gap=update_proj_gap, scale=scale, proj_type=proj_type)
-        self.svd = svd
-        self.svd_s = 0.0  # time spent in SVDs (synchronised on the GPU)
-        self._refresh = True
-
-    def project(self, full_rank_grad: torch.Tensor, iter: int, refresh: bool = True) -> torch.Tensor:
-        """GaLore's projection; `refresh=False` keeps the current basis even on a refresh step."""
-        self._refresh = refresh
-        return super().project(full_rank_grad, iter)
-
-    def get_orthogonal_matrix(self, weights, rank, type):
-        if not self._refresh and self.ortho_matrix is not None:
-            return self.ortho_matrix
-        t0 = resources.synced_clock()
-        if self.svd == "full":
-            basis = super().get_orthogonal_matrix(weights, rank, type)
-        else:
-            basis = _lowrank_basis(weights, rank, type)
-        self.svd_s += resources.synced_clock() - t0
-        return basis
-
-
-def _lowrank_basis(weights: torch.Tensor, rank: int, type: str):
-    """The same bases as GaLoreProjector.get_orthogonal_matrix, from a randomized SVD."""
-    q = min(rank + LOWRANK_OVERSAMPLE, *weights.shape)
-    # A fixed seed for the random test matrix, outside the training RNG stream: every data-parallel rank
-    # must find the same basis, and dropout must not depend on when refreshes happen.
-    with torch.random.fork_rng(devices=[weights.device] if weights.is_cuda else []):
-        torch.manual_seed(0)
-        u, _, v = torch.svd_lowrank(weights.float(), q=q, niter=2)
-    left, right = u[:, :rank].to(weights.dtype), v[:, :rank].T.contiguous().to(weights.dtype)
-    return {"left": left, "right": right, "full": [left, right]}[type]
-
-
-class AccumulatingGaLoreAdamW(GaLoreAdamW):
-    """GaLoreAdamW that projects gradients during backward (`galore.layerwise`), as `accumulation` says.
-
-    The training loop sets `last_pass` before each backward pass of a step (True outside a loop, where
-    one backward is one step).
-    """
-
-    def __init__(self, params, accumulation: str = "full", **kw) -> None:
-        super().__init__(params, **kw)
-        self.accumulation = accumulation
-        self.last_pass = True
-        for p in self._projected():
-            p.register_post_accumulate_grad_hook(self._accumulate)
-
-    def _projected(self) -> list[torch.Tensor]:
-        return [p for g in self.param_groups if "rank" in g for p in g["params"]]
-
-    def _plain(self) -> list[torch.Tensor]:
-        grads = [p.grad for g in self.param_groups if "rank" not in g for p in g["params"]]
-        return [g for g in grads if g is not None]
-
-    @torch.no_grad()
-    def _accumulate(self, p: torch.Tensor) -> None:
-        state = self.state[p]
-        if self.accumulation == "full":
-            if not self.last_pass:
-                return  # .grad keeps accumulating the step's passes
-            state["full_norm_sq"] = _squared_norm(p.grad)
-        step, pending = state.get("step", 0), "low_grad" in state
-        low = state["projector"].project(p.grad, step, refresh=not pending)
-        state["low_grad"] = state["low_grad"].add_(low) if pending else low
-        p.grad = None
-
-    def gradients(self) -> list[torch.Tensor]:
-        """What step() will use: low-rank gradients of projected matrices, full gradients of the rest."""
-        low = [self.state[p]["low_grad"] for p in self._projected() if "low_grad" in self.state[p]]
-        return low + self._plain()
-
-    def gradient_norm(self) -> torch.Tensor:
-        """The clipping norm: the full gradient's (`full`) or that of the gradients kept (`projected`)."""
-        if self.accumulation == "full":
-            recorded = [self.state[p].get("full_norm_sq") for p in self._projected()]
-            squares = [s for s in recorded if s is not None]
-            squares += [_squared_norm(g) for g in self._plain()]
-        else:
-            squares = [_squared_norm(g) for g in self.gradients()]
-        return torch.stack(squares).sum().sqrt() if squares else torch.tensor(0.0)
-
-    @torch.no_grad()
-    def clip(self, max_norm: float) -> torch.Tensor:
-        """torch's clip_grad_norm_ on what step() will use; returns the norm before clipping."""
-        norm = self.gradient_norm()
-        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        torch._foreach_mul_(self.gradients(), coef)
-        for p in self._projected():  # the recorded norms now describe the clipped full gradient
-            if "full_norm_sq" in self.state[p]:
-                self.state[p]["full_norm_sq"].mul_(coef.square())
-        return norm
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Also drop gradients projected but not stepped on (a step skipped for a non-finite loss)."""
-        super().zero_grad(set_to_none)
-        for p in self._projected():
-            self.state[p].pop("low_grad", None)
-            self.state[p].pop("full_norm_sq", None)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        """GaLoreAdamW's update (galore-torch 1.0, adamw.py) from the accumulated low-rank gradient."""
-        for group in self.param_groups:
-            if "rank" not in group:
-                continue
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                state = self.state[p]
-                grad = state.pop("low_grad", None)
-                if grad is None:
-                    continue
-                if "exp_avg" not in state:
-                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(grad), torch.zeros_like(grad)
-                state["step"] = state.get("step", 0) + 1
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                denom = exp_avg_sq.sqrt().add_(group["eps"])
-                step_size = group["lr"]
-                if group["correct_bias"]:
-                    t = state["step"]
-                    step_size *= math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-                p.add_(state["projector"].project_back(exp_avg / denom), alpha=-step_size)
-                if group["weight_decay"] > 0.0:
-                    p.add_(p, alpha=-group["lr"] * group["weight_decay"])
-        return super().step(closure)  # the plain AdamW group; projected tensors hold no .grad
-
-
-def _squared_norm(t: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(t, dtype=torch.float32).square()
+from ftbench import config
+from ftbench.recipes import (
+    AccumulatingGaLoreAdamW,
+    GaloreHooks,
+    galore_base,
+    galore_optimizer,
+    galore_state,
+    load_galore_state,
+    split_parameters,
+)
 
 
 def clip_gradients(optimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
@@ -186,131 +44,19 @@ def clip_gradients(optimizer, trainable: list[torch.Tensor], max_norm: float) ->
     return optimizer.clip(max_norm).item()
 
 
-def mark_pass(optimizer, last: bool) -> None:
-    """Before a backward pass: tell a layerwise GaLore optimizer whether it is the step's last."""
-    if isinstance(optimizer, AccumulatingGaLoreAdamW):
-        optimizer.last_pass = last
-
-
 def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
-    """fp32 master weights (bf16 autocast on the GPU) and GaLoreAdamW.
+    """fp32 master weights (bf16 autocast on the GPU) and GaLoreAdamW (layerwise: its accumulating form).
 
     Returns (model, optimizer, facts to record: which parameters were projected and which were not).
     """
-    g = method.galore
-    if g.layerwise and distributed.world_size() > 1:
-        raise UserError(
-            "galore.layerwise: true needs one process (each rank would project its own gradient with its "
-            "own basis); set methods.*.galore.layerwise: false to train on several GPUs"
-        )
-    model = load_model(init, dtype=torch.float32)
-    embedding = model.get_input_embeddings().weight
-    embedding.requires_grad_(g.train_embedding)
-    if not g.train_embedding:
-        # A frozen embedding needs no fp32 master copy; the output layer multiplies in bf16 anyway
-        # (0.6 GB less on Gemma-3-1B, and no per-step cast of the 262k x hidden matrix).
-        embedding.data = embedding.data.to(compute_dtype())
-    checkpoint_activations(model, p, frozen_input=not g.train_embedding)
+    model = galore_base(init, method.galore, p)
     projected, plain = split_parameters(model)
-    groups = [
-        {"params": [t for _, t in plain]},
-        {
-            "params": [t for _, t in projected],
-            "rank": g.rank,
-            "update_proj_gap": g.update_proj_gap,
-            "scale": g.scale,
-            "proj_type": g.proj_type,
-        },
-    ]
-    kind, options = (GaLoreAdamW, {})
-    if g.layerwise:
-        kind, options = AccumulatingGaLoreAdamW, {"accumulation": g.accumulation}
-    optimizer = kind(
-        groups,
-        **options,
-        lr=method.lr,
-        betas=p.train.betas,
-        eps=p.train.eps,
-        weight_decay=p.train.weight_decay,
-        no_deprecation_warning=True,
-    )
-    for _, t in projected:  # GaLoreAdamW builds a stock projector only where none is set
-        optimizer.state[t]["projector"] = Projector(g.rank, g.update_proj_gap, g.scale, g.proj_type, g.svd)
+    optimizer = galore_optimizer(projected, plain, method.lr, method.galore, p)
     facts = {"projected": [n for n, _ in projected], "not_projected": [n for n, _ in plain]}
     return model, optimizer, facts
 
 
-def svd_seconds(optimizer) -> float:
-    """Time spent in projector refreshes so far."""
-    return sum(s["projector"].svd_s for s in optimizer.state.values() if "projector" in s)
-
-
-def split_parameters(model) -> tuple[list, list]:
-    """2-D attention and MLP weights go to GaLore; every other trainable tensor to plain AdamW."""
-    projected, plain = [], []
-    for name, tensor in model.named_parameters():
-        if not tensor.requires_grad:
-            continue
-        is_matrix = tensor.ndim == 2 and any(f".{m}." in name for m in PROJECTED_MODULES)
-        (projected if is_matrix else plain).append((name, tensor))
-    return projected, plain
-
-
-def check_projected(optimizer: GaLoreAdamW) -> None:
-    """After the first step every projected tensor must hold a projector with its basis."""
-    group = next(g for g in optimizer.param_groups if "rank" in g)
-    missing = [
-        t
-        for t in group["params"]
-        if getattr(optimizer.state.get(t, {}).get("projector"), "ortho_matrix", None) is None
-    ]
-    if missing or not group["params"]:
-        raise RuntimeError(
-            f"GaLore did not project {len(missing)} of {len(group['params'])} matrices after the first step; "
-            "check that the model has attention and MLP linear layers"
-        )
-    bases = [optimizer.state[t]["projector"].ortho_matrix for t in group["params"]]
-    flat = [m for b in bases for m in (b if isinstance(b, list) else [b])]
-    distributed.check_same(flat, "GaLore projections")  # gradients are summed first: they must agree
-
-
-# ---------------------------------------------------------------- checkpoints
-# galore-torch keeps each projector as a Python object in the optimizer state, which
-# `torch.load(weights_only=True)` refuses, so projectors are stored as their tensors and settings and
-# rebuilt on load: a checkpoint never needs unpickling of arbitrary objects.
-
-
-def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """state_dict() with each GaLore projector as plain data (state_dict shares the live per-param dicts,
-    so they are copied before the projector is swapped out)."""
-    state = optimizer.state_dict()
-    state["state"] = {i: _plain(s) for i, s in state["state"].items()}
-    return state
-
-
-def _plain(s: dict) -> dict:
-    s = dict(s)
-    proj = s.pop("projector", None)
-    if proj is not None:
-        s["projector"] = {"ortho_matrix": proj.ortho_matrix, **{k: getattr(proj, k) for k in PROJECTOR_KEYS}}
-    return s
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load the state, then rebuild projectors. They bypass load_state_dict, whose casting of state
-    values would mangle their strings; state keys are positions in the param groups' order."""
-    projectors = {i: s.pop("projector") for i, s in state["state"].items() if "projector" in s}
-    optimizer.load_state_dict(state)
-    params = [t for group in optimizer.param_groups for t in group["params"]]
-    for i, saved in projectors.items():
-        proj = Projector(**{k: saved[k] for k in PROJECTOR_KEYS})
-        matrix = saved["ortho_matrix"]
-        device = params[i].device
-        proj.ortho_matrix = [m.to(device) for m in matrix] if isinstance(matrix, list) else matrix.to(device)
-        optimizer.state[params[i]]["projector"] = proj
-
-
-class GaLore(Recipe):
+class GaLore(GaloreHooks):
     """Full-parameter training, the whole model saved; the optimizer is this module's."""
 
     def setup(self, init: Path, method: config.MethodParams, p: config.Params, seed: int) -> tuple:
@@ -319,23 +65,11 @@ class GaLore(Recipe):
     def clip(self, optimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
         return clip_gradients(optimizer, trainable, max_norm)
 
-    def before_backward(self, optimizer, last: bool) -> None:
-        mark_pass(optimizer, last)
-
-    def check_first_step(self, optimizer) -> None:
-        check_projected(optimizer)
-
     def optimizer_state(self, optimizer) -> dict:
-        return optimizer_state(optimizer)
+        return galore_state(optimizer)
 
     def load_optimizer_state(self, optimizer, state: dict) -> None:
-        load_optimizer_state(optimizer, state)
-
-    def facts_after(self, optimizer) -> dict:
-        return {"svd_s": round(svd_seconds(optimizer), 2)}
-
-    def periodic_cost(self, optimizer, method: config.MethodParams) -> tuple[float, int]:
-        return svd_seconds(optimizer), method.galore.update_proj_gap
+        load_galore_state(optimizer, state)
 
 
 RECIPE = GaLore()
