@@ -12,7 +12,7 @@ from ftbench.atomic import read_jsonl, write_json, write_jsonl
 
 from .conftest import write_params
 
-MODELS = ["base", "qlora", "galore", "qlora-3ep", "lora", "full", "hybrid", "ensemble"]
+MODELS = ["base", "qlora", "galore", "qlora-3ep", "lora", "full", "multi-adapter", "hybrid", "ensemble"]
 METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, as evaluate reports them
 QUALITY = {
     "base": 20,
@@ -21,6 +21,7 @@ QUALITY = {
     "qlora-3ep": 42,
     "lora": 41,
     "full": 45,
+    "multi-adapter": 35,
     "hybrid": 50,
     "ensemble": 38,
 }
@@ -32,6 +33,7 @@ STAGES = {  # stage -> (wall s, peak GPU GiB, tokens trained)
     "train-qlora-3ep": (15, 3.0, 150),
     "train-lora": (9, 4.0, 100),
     "train-full": (8, 6.0, 100),
+    "train-multi-adapter": (11, 5.5, 100),
     **{f"evaluate-{name}": (3, 2.0, 0) for name in MODELS},
     # the ensemble's inference against its members' own (report.inference_lines)
     "evaluate-ensemble": (6, 6.5, 0),
