@@ -7,6 +7,7 @@
 # a timeout stopped is continued by the next one (DVC skips finished stages, a stopped training resumes
 # from its checkpoint). Sizes and seeds come from the environment:
 #   TRAIN=5000 VALIDATION=200 TEST=1000 SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
+#   GPUS=<all the machine has>  (seeds shared out over them, one study a GPU, side by side)
 #   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields) | alpaca (.gpu/alpaca_en_demo.json, 999 rows:
 #                   TRAIN=700 VALIDATION=49 TEST=250)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
@@ -25,6 +26,20 @@ if ! python3 -c "import dvc, galore_torch" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >/dev/null 2>&1 || exit 9
   # byte-compile once on all cores, as a pip-installed image is: every stage's start-up then reads .pyc files
   python3 -m compileall -q -j 0 /tmp/site "${GGUF_SITE:-/tmp/gguf-site}" >/dev/null 2>&1
+fi
+# On a machine of several GPUs the seeds are shared out round robin, one study (its own $STUDY-gN directory,
+# log and archive) a GPU, run side by side: each stage still has a GPU to itself, so its wall time and peak
+# memory mean what they do on one GPU. The report over all seeds is made afterwards (results/README.md).
+GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+if [ -z "${STUDY_CHILD:-}" ] && [ "$GPUS" -gt 1 ]; then
+  IFS=, read -ra seeds <<<"$SEEDS"
+  for ((g = 0; g < GPUS && g < ${#seeds[@]}; g++)); do
+    mine=$(for ((i = g; i < ${#seeds[@]}; i += GPUS)); do echo "${seeds[i]}"; done | paste -sd,)
+    STUDY_CHILD=$g CUDA_VISIBLE_DEVICES=$g STUDY=$STUDY-g$g SEEDS=$mine bash "$0" >"${OUT:-/tmp}/gpu$g.log" 2>&1 &
+  done
+  wait
+  tail -n 30 "${OUT:-/tmp}"/gpu*.log
+  exit 0
 fi
 if [ ! -d "$STUDY" ]; then
   mkdir -p "$STUDY" && tar cf - --exclude=./.whl --exclude=./.git --exclude=./.venv --exclude=./.gpu/gguf . |
@@ -63,5 +78,5 @@ python3 -c "print($(date +%s.%N) - $start)" >> repro_seconds.txt
 python3 bench/stage_table.py "$(python3 -c "print(sum(map(float, open('repro_seconds.txt'))))")" | tee stage_table.md
 if [ -n "${OUT:-}" ]; then
   # $OUT takes at most 8 files: one archive of what results/ publishes, even after a timeout
-  tar czf "$OUT/study.tgz" params.yaml dvc.lock metrics stage_table.md repro_seconds.txt 2>/dev/null
+  tar czf "$OUT/study${STUDY_CHILD:+-g$STUDY_CHILD}.tgz" params.yaml dvc.lock metrics stage_table.md repro_seconds.txt 2>/dev/null
 fi
