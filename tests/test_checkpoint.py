@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -67,6 +68,7 @@ def test_killed_run_resumes_to_the_same_losses(prepared, project, tiny_model_dir
     assert done.wait() == 0, done.stderr.read()[-2000:]
     uninterrupted = curve.read_text()
     assert not checkpoint.folder(method, "builtin/seed0").exists()  # a finished run cleans up
+    assert resumed_seconds(method) == (0, 0)
 
     proc = start(project, method)
     wait_for_checkpoint(proc, method)
@@ -78,6 +80,15 @@ def test_killed_run_resumes_to_the_same_losses(prepared, project, tiny_model_dir
     assert "resuming from step" in err
     # on the CPU the resumed run repeats the uninterrupted one exactly (tolerance 0)
     assert curve.read_text() == uninterrupted
+    # the killed attempt's training seconds are counted, in the run's facts and in the stage's record
+    in_run, in_record = resumed_seconds(method)
+    assert in_run > 0 and in_record == in_run
+
+
+def resumed_seconds(method: str) -> tuple[float, float]:
+    run = json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin/seed0"]
+    record = json.loads((paths.RESOURCES / f"train-{method}.json").read_text())
+    return run["resumed_train_s"], record["resumed_train_s"]
 
 
 @pytest.mark.slow

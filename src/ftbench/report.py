@@ -401,12 +401,13 @@ def cost(name: str, p: config.Params, resources: dict, generated: int) -> dict:
     """A model's total cost per run: wall time summed over its cost stages, the tokens its training
     stages trained on and the `generated` tokens of its answers, each divided by its runs (each stage ran
     them all: one per dataset, and per seed for a trained model, so that a trained model is not charged
-    for its seeds beside the base model); memory: the largest peak of its stages."""
+    for its seeds beside the base model); a training stage that resumed from a checkpoint is charged its
+    earlier attempts' training seconds too. Memory: the largest peak of its stages."""
     runs = len(p.runs(name))
     stages = [resources[s] for s in cost_stages(name, p)]
     gpu = [s["peak_gpu_gib"] for s in stages if s["peak_gpu_gib"] is not None]
     return {
-        "wall_s": sum(s["wall_s"] for s in stages) / runs,
+        "wall_s": sum(s["wall_s"] + s.get("resumed_train_s", 0) for s in stages) / runs,
         "peak_gpu_gib": max(gpu) if gpu else None,
         "peak_rss_gib": max(s["peak_rss_gib"] for s in stages),
         "tokens_trained": sum(resources[s].get("tokens", 0) for s in chain(name, p)) / runs,

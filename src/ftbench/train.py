@@ -125,7 +125,8 @@ def fit(
 
     `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s. The returned progress holds
     the curve, tokens and training seconds of every step, those before a resume included, so a resumed
-    run's tokens/s is that of the whole run.
+    run's tokens/s is that of the whole run; `resumed_train_s` is the part of them an earlier, stopped
+    attempt spent (the stage's own wall time is this attempt's alone).
     """
     total = len(steps)
     scheduler = get_scheduler(
@@ -175,7 +176,7 @@ def fit(
                     f"{label}: stopped by {who} after step {step}/{total}; "
                     f"checkpoint saved in {ckpt[0]}, rerun to resume"
                 )
-    return progress
+    return {**progress, "resumed_train_s": seconds_before}
 
 
 def train_step(
@@ -269,6 +270,7 @@ def train_one(
         "tokens": result["tokens"],
         "answer_tokens": targets,
         "train_s": round(result["train_s"], 2),
+        "resumed_train_s": round(result["resumed_train_s"], 2),
         "flops": resources.training_flops(
             causal_lm(model).config, recipe.weight_gradients, result["tokens"], targets
         ),
@@ -298,6 +300,9 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
     st.record.update(
         tokens=tokens,
         train_s=round(train_s, 2),
+        # training seconds that stopped attempts of this stage spent before the checkpoints it resumed from:
+        # the report adds them to the stage's wall time, which is this attempt's (their start-up is lost)
+        resumed_train_s=round(sum(r["resumed_train_s"] for r in results.values()), 2),
         tokens_per_s=round(tokens / train_s, 1),
         mfu=resources.mfu(
             sum(r["flops"] for r in results.values()) / train_s,
