@@ -111,10 +111,9 @@ class LoraGalore(GaloreHooks):
     def galore_part(self, optimizer: JointOptimizer):
         return optimizer.galore
 
-    def to_save(self, model, score: Callable[[Any], float]):
+    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]):
         """The LoRA delta merged into the GaLore-updated weights (fp32), cast to the compute dtype, if
-        its loss on the check rows is the trained model's; a UserError otherwise."""
-        trained_loss = score(model)
+        its loss on the check rows is the trained model's (`trained_loss`); a UserError otherwise."""
         merged = model.merge_and_unload().to(compute_dtype())
         merged_loss = score(merged)
         difference = abs(merged_loss - trained_loss) / trained_loss
