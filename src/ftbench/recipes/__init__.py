@@ -7,7 +7,7 @@ method blocks) and its test. `get` imports only the recipe asked for: the train 
 (and dvc.yaml lists as a dep) its own recipe's module and no other.
 
 A recipe module may import this package and the modules every train stage runs anyway (config,
-loading, distributed, resources, errors), no other recipe: dvc.yaml names one recipe module per
+loading, loss, distributed, resources, errors), no other recipe: dvc.yaml names one recipe module per
 method (`src/ftbench/recipes/${item.recipe}.py`). Building blocks two recipes share live here.
 """
 
