@@ -163,9 +163,6 @@ def test_a_merge_that_loses_the_adapters_is_refused(prepared, project, tiny_mode
     with pytest.raises(UserError) as err:
         train.run(NAME, p, st)
     message = str(err.value)
-    assert (
-        "the LoRA adapters merged into the trained weights, on the check rows: the merged model"
-        in message
-    )
+    assert "the LoRA adapters merged into the trained weights, on the check rows: the merged model" in message
     assert "is not the trained model's" in message and "nothing was saved" in message and "\n" not in message
     assert not paths.model_dir(NAME).exists() and not (paths.TRAIN / f"{NAME}.json").exists()
