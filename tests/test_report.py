@@ -6,55 +6,59 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from ftbench import config, paths, report, stats
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
 
-from .conftest import write_params
+from .conftest import ROOT, write_params
 
-MODELS = ["base", "qlora", "galore", "qlora-3ep", "lora", "full", "multi-adapter", "hybrid", "ensemble"]
 METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, as evaluate reports them
-QUALITY = {
-    "base": 20,
-    "qlora": 40,
-    "galore": 30,
-    "qlora-3ep": 42,
-    "lora": 41,
-    "full": 45,
-    "multi-adapter": 35,
-    "hybrid": 50,
-    "ensemble": 38,
-}
-STAGES = {  # stage -> (wall s, peak GPU GiB, tokens trained)
-    "train-qlora": (10, 3.0, 100),
-    "merge-qlora": (2, 1.0, 0),
-    "train-hybrid": (5, 4.5, 50),
-    "train-galore": (7, 5.0, 80),
-    "train-qlora-3ep": (15, 3.0, 150),
-    "train-lora": (9, 4.0, 100),
-    "train-full": (8, 6.0, 100),
-    "train-multi-adapter": (11, 5.5, 100),
-    **{f"evaluate-{name}": (3, 2.0, 0) for name in MODELS},
-    # the ensemble's inference against its members' own (report.inference_lines)
-    "evaluate-ensemble": (6, 6.5, 0),
-    "evaluate-qlora": (3, 3.5, 0),
-    "evaluate-galore": (2, 3.0, 0),
-}
+# every model and stage comes from params.yaml (report.models, report.cost_stages): a method added there is
+# fabricated, reported and checked here without editing this file
+
+
+def fabricated_quality(p: config.Params) -> dict[str, float]:
+    """Each model's mean ROUGE and share of right answers (x / 60): base the least, the compared models
+    drawn from a seeded generator between 30 and 45, and the hybrid of report.roles well above the rest
+    (50), so that it beats its qlora stage and meets the seed's expectation by a margin the tests resolve."""
+    rng = np.random.default_rng(1)
+    quality = {"base": 20.0, **{name: float(rng.uniform(30, 45)) for name in report.compared(p)}}
+    trio = report.roles(p)
+    if trio is not None:
+        quality[trio[0]] = 50.0
+    return quality
+
+
+def fabricated_resources(p: config.Params) -> dict[str, tuple[float, float, int]]:
+    """stage -> (wall s, peak GPU GiB, tokens trained) for every record the report reads, drawn from a
+    seeded generator: at least 1 GiB of GPU (a base evaluation of 0.5 GiB has the least memory), tokens
+    on training stages only."""
+    rng = np.random.default_rng(2)
+    stages = dict.fromkeys(s for name in report.models(p) for s in report.cost_stages(name, p))
+    return {
+        stage: (
+            float(rng.integers(2, 16)),
+            float(rng.integers(2, 13)) / 2,
+            int(rng.integers(5, 16)) * 10 if stage.startswith("train-") else 0,
+        )
+        for stage in stages
+    }
 
 
 def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = ()) -> None:
     """Consistent outputs of every stage before the report, with known quality and costs; on the
     datasets named in `final_answers`, GSM8K-style references (`#### <answer>`) and their exact-match
     scores, as evaluate writes them."""
-    rng = np.random.default_rng(0)
-    for name in MODELS:
+    rng, quality = np.random.default_rng(0), fabricated_quality(p)
+    for name in report.models(p):
         runs = {}
         for run in p.runs(name):
             rows, graded = [], run.dataset in final_answers
             for i in range(20):
                 ref = f"the answer to question {i} is {i + 1}" + (f"\n#### {i + 1}" if graded else "")
-                pred = ref if rng.random() < QUALITY[name] / 60 else f"maybe {i}"
-                rouge = QUALITY[name] + rng.normal(0, 5)
+                pred = ref if rng.random() < quality[name] / 60 else f"maybe {i}"
+                rouge = quality[name] + rng.normal(0, 5)
                 rows.append(
                     {
                         "prompt": f"q{i}",
@@ -84,7 +88,7 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
         write_json(
             paths.EVAL / f"{name}.json", {**mean, "convention": "BLEU-4: sacrebleu (tok:13a).", "runs": runs}
         )
-    for stage, (wall, gpu, tokens) in STAGES.items():
+    for stage, (wall, gpu, tokens) in fabricated_resources(p).items():
         write_json(
             paths.RESOURCES / f"{stage}.json",
             {
@@ -125,7 +129,8 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
 def expected_cost(name: str, p: config.Params) -> dict:
     """A model's cost per run from the fabricated records: its stages' wall time and tokens trained
     summed and divided by its runs, their largest GPU peak."""
-    stages, runs = [STAGES[s] for s in report.cost_stages(name, p)], len(p.runs(name))
+    resources = fabricated_resources(p)
+    stages, runs = [resources[s] for s in report.cost_stages(name, p)], len(p.runs(name))
     return {
         "wall_s": sum(wall for wall, _, _ in stages) / runs,
         "peak_gpu_gib": max(gpu for _, gpu, _ in stages),
@@ -163,13 +168,21 @@ def test_an_ensemble_is_compared_and_costs_its_members_training_and_its_own_infe
     row = next(line for line in text.splitlines() if line.startswith("| ensemble | ") and "[" in line)
     assert row.endswith("| - | - |")  # no test loss: ensemble writes none
     cost = next(line for line in text.splitlines() if line.startswith("| ensemble | train-qlora"))
-    assert "train-qlora + train-galore + evaluate-ensemble | 23.0 | 6.50 | 1.00 | 180 |" in cost
+    r, built = fabricated_resources(p), ("train-qlora", "train-galore", "evaluate-ensemble")
+    wall, tokens = (sum(r[s][i] for s in built) / len(p.runs("ensemble")) for i in (0, 2))
     assert (
-        "Inference, ensemble (qlora + galore): evaluate-ensemble 6.0 s, peak RSS 1.00 GiB, peak GPU 6.50 "
-        "GiB; its members alone: evaluate-qlora 3.0 s, peak RSS 1.00 GiB, peak GPU 3.50 GiB; evaluate-galore"
+        f"{' + '.join(built)} | {wall:.1f} | {max(r[s][1] for s in built):.2f} | 1.00 | {tokens:.0f} |"
+        in cost
+    )
+    assert (
+        "Inference, ensemble (qlora + galore): "
+        f"evaluate-ensemble {r['evaluate-ensemble'][0]:.1f} s, peak RSS 1.00 GiB, "
+        f"peak GPU {r['evaluate-ensemble'][1]:.2f} GiB; its members alone: evaluate-qlora "
+        f"{r['evaluate-qlora'][0]:.1f} s, peak RSS 1.00 GiB, peak GPU {r['evaluate-qlora'][1]:.2f} GiB; "
+        f"evaluate-galore {r['evaluate-galore'][0]:.1f} s"
     ) in text
     saved = json.loads(paths.REPORT_JSON.read_text())
-    assert saved["models"]["ensemble"]["cost"]["wall_s"] == 23.0
+    assert saved["models"]["ensemble"]["cost"]["wall_s"] == wall
     assert {"ensemble-vs-hybrid", "ensemble-vs-base"} <= set(saved["pairs"])
     assert saved["models"]["ensemble"]["builtin/seed0"]["test_loss"] is None
     assert "ensemble" in {point["model"] for point in json.loads(paths.PARETO.read_text())}
@@ -244,14 +257,14 @@ def test_report_json_holds_intervals_differences_verdicts_and_costs(project):
         "tokens_generated": answer_tokens(p, "hybrid") / len(p.runs("hybrid")),
     }
     assert set(out["models"]["base"]) == {"builtin", "cost"}  # one run per dataset; its evaluation's cost
-    assert out["models"]["base"]["cost"]["wall_s"] == STAGES["evaluate-base"][0]  # one run
+    assert out["models"]["base"]["cost"]["wall_s"] == fabricated_resources(p)["evaluate-base"][0]  # one run
     # no `#### <answer>` in the references: no exact match in any table or key
     assert set(hybrid["builtin/seed0"]) == {"bleu4", "rougeL", "test_loss"} and "Exact match" not in text
     assert set(out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]) == {"bleu4", "rougeL"}
     assert set(out["pairs"]) == {f"{a}-vs-{b}" for a, b in report.pairs(p)}
     d = out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]["rougeL"]
     assert f"| builtin/seed0 | hybrid − qlora | ROUGE-L | {d['diff']:+.2f} | " in text
-    assert d["ci_low"] > 0 and d["p"] < 0.05  # fabricated ROUGE-L: 50 against 40
+    assert d["ci_low"] > 0 and d["p"] < 0.05  # fabricated ROUGE-L: 50 against at most 45
     verdicts = out["expectation"]["builtin/seed0"]
     assert set(verdicts) == {"bleu4", "rougeL"}
     e = verdicts["rougeL"]
@@ -534,3 +547,17 @@ def test_report_ranks_and_resolves_every_model_in_json_md_and_pareto_data(projec
         assert pt["wall_s"] == expected_cost(name, p)["wall_s"]
         assert pt["bleu4"] == json.loads((paths.EVAL / f"{name}.json").read_text())["bleu4"]
     assert out["models"]["base"]["cost"]["tokens_generated"] == answer_tokens(p, "base") > 0  # one run
+
+
+def test_a_method_added_to_params_is_reported_with_no_edit_here(project, tiny_model_dir):
+    """Issue 14's rule: a new method touches its recipe, params.yaml and its own test only; this file's
+    fabricated study and expectations follow params.yaml."""
+    qlora = yaml.safe_load((ROOT / "params.yaml").read_text())["methods"]["qlora"]
+    write_params(project, tiny_model_dir, **{"methods.qlora-4ep": {**qlora, "epochs": 4}})
+    p = config.load()
+    fabricate_stage_outputs(p)
+    text = report.run(p)
+    out = json.loads(paths.REPORT_JSON.read_text())
+    assert "qlora-4ep" in out["ranking"]["builtin/seed0"] and "qlora-4ep-vs-base" in out["pairs"]
+    c = expected_cost("qlora-4ep", p)
+    assert f"| qlora-4ep | train-qlora-4ep + evaluate-qlora-4ep | {c['wall_s']:.1f} | " in text

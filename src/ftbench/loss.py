@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ftbench import distributed, packing
+from ftbench.errors import UserError
 from ftbench.loading import device
 from ftbench.packing import causal_lm, pack
 
@@ -82,3 +83,31 @@ def mean_loss(model, rows: list[dict], batch_size: int, fused: bool = False) -> 
     model.train()
     (total,) = distributed.sum_scalars(total)
     return total / answer_tokens(rows)
+
+
+def continuity(
+    trained_loss: float,
+    merged_loss: float,
+    tolerance: float,
+    *,
+    where: str,
+    trained_form: str,
+    fix: str,
+    trained_key: str = "trained_loss",
+) -> dict:
+    """The check that a merged model computes what the form it was trained in computes: their losses on
+    the same check rows within a relative `tolerance`. Within it, the facts for metrics (`trained_key`:
+    the trained form's loss); beyond it, a UserError: `where` (the merge, the rows), the merged model's
+    loss against `trained_form`'s, and the `fix`."""
+    difference = abs(merged_loss - trained_loss) / trained_loss
+    if difference > tolerance:
+        raise UserError(
+            f"{where}: the merged model's loss {merged_loss:.4f} is not {trained_form}'s {trained_loss:.4f} "
+            f"(off by {difference:.2%}, tolerance {tolerance:.0%}); {fix}"
+        )
+    return {
+        trained_key: trained_loss,
+        "merged_loss": merged_loss,
+        "relative_difference": difference,
+        "tolerance": tolerance,
+    }

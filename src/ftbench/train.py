@@ -246,15 +246,18 @@ def train_one(
     with st.record.phase("train"):
         result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
     validation = read_jsonl(paths.split_file(run.dataset, "validation"))
+    # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
+    # loss is summed over them), or where there are none on one step's training rows, against the
+    # trained model's loss there: the validation loss, computed once
+    check = validation or rows[: method.batch_size * method.grad_accum]
+
+    def check_loss(m) -> float:
+        return mean_loss(m, check, method.batch_size, p.train.fused_cross_entropy)
+
     with st.record.phase("validate"):
-        val_loss = mean_loss(model, validation, method.batch_size, p.train.fused_cross_entropy)
+        trained_loss = check_loss(model)
     with st.record.phase("save"):
-        # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
-        # loss is summed over them), or where there are none on one step's training rows
-        check = validation or rows[: method.batch_size * method.grad_accum]
-        saved = recipe.to_save(
-            model, lambda m: mean_loss(m, check, method.batch_size, p.train.fused_cross_entropy)
-        )
+        saved = recipe.to_save(model, trained_loss, check_loss)
         if distributed.is_main():
             recipe.save(saved, out, tokenizer)
     if distributed.is_main():
@@ -278,7 +281,7 @@ def train_one(
         **recipe.facts_after(optimizer),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],
-        "val_loss": val_loss,
+        "val_loss": trained_loss if validation else None,
         **facts,
         "curve": curve,
     }

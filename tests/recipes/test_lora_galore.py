@@ -136,9 +136,15 @@ def strong_adapters(project, tiny_model_dir) -> config.Params:
     return config.load()
 
 
-def test_the_stage_saves_one_merged_model_that_scores_as_trained(prepared, project, tiny_model_dir, st):
+def test_the_stage_saves_one_merged_model_that_scores_as_trained(
+    prepared, project, tiny_model_dir, st, monkeypatch
+):
     p = strong_adapters(project, tiny_model_dir)
+    passes = []  # the models train scores on the validation rows
+    monkeypatch.setattr(train, "mean_loss", lambda m, *a: passes.append(m) or mean_loss(m, *a))
     result = train.run(NAME, p, st)["builtin/seed0"]
+    # one validation pass of the trained model (its val_loss and the merge's reference), one of the merged
+    assert len(passes) == 2 and passes[0] is not passes[1]
     assert result["recipe"] == "lora_galore" and result["projected"] and result["adapter_params"] > 0
     run = config.Run("builtin", 0)
     saved = paths.run_dir(NAME, run)
@@ -157,6 +163,6 @@ def test_a_merge_that_loses_the_adapters_is_refused(prepared, project, tiny_mode
     with pytest.raises(UserError) as err:
         train.run(NAME, p, st)
     message = str(err.value)
-    assert "merging the LoRA adapters into the trained weights changed the check rows' loss" in message
-    assert "nothing was saved" in message and "\n" not in message
+    assert "the LoRA adapters merged into the trained weights, on the check rows: the merged model" in message
+    assert "is not the trained model's" in message and "nothing was saved" in message and "\n" not in message
     assert not paths.model_dir(NAME).exists() and not (paths.TRAIN / f"{NAME}.json").exists()

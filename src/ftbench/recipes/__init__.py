@@ -7,7 +7,7 @@ method blocks) and its test. `get` imports only the recipe asked for: the train 
 (and dvc.yaml lists as a dep) its own recipe's module and no other.
 
 A recipe module may import this package and the modules every train stage runs anyway (config,
-loading, distributed, resources, errors), no other recipe: dvc.yaml names one recipe module per
+loading, loss, distributed, resources, errors), no other recipe: dvc.yaml names one recipe module per
 method (`src/ftbench/recipes/${item.recipe}.py`). Building blocks two recipes share live here.
 """
 
@@ -55,9 +55,10 @@ class Recipe(Protocol):
         tokenizer.save_pretrained(out)
         model.save_pretrained(out, safe_serialization=True)
 
-    def to_save(self, model, score: Callable[[Any], float]):
+    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]):
         """The model save() writes, from the trained one; a recipe that changes its form (a merge) checks
-        with `score(m)`, m's loss on check rows, that it did not change what it computes."""
+        with `score(m)`, m's loss on the check rows, that it did not change what it computes: that the
+        new form's loss is the trained model's, `trained_loss` (train computed it once, as validation)."""
         return model
 
     def load_trained(self, base: Path, folder: Path):

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from ftbench import config
-from ftbench.errors import UserError
 from ftbench.loading import compute_dtype
+from ftbench.loss import continuity
 from ftbench.recipes import (
     AccumulatingGaLoreAdamW,
     GaloreHooks,
@@ -111,20 +111,18 @@ class LoraGalore(GaloreHooks):
     def galore_part(self, optimizer: JointOptimizer):
         return optimizer.galore
 
-    def to_save(self, model, score: Callable[[Any], float]):
+    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]):
         """The LoRA delta merged into the GaLore-updated weights (fp32), cast to the compute dtype, if
-        its loss on the check rows is the trained model's; a UserError otherwise."""
-        trained_loss = score(model)
+        its loss on the check rows is the trained model's (`trained_loss`); a UserError otherwise."""
         merged = model.merge_and_unload().to(compute_dtype())
-        merged_loss = score(merged)
-        difference = abs(merged_loss - trained_loss) / trained_loss
-        if difference > CONTINUITY_RTOL:
-            raise UserError(
-                f"merging the LoRA adapters into the trained weights changed the check rows' loss from "
-                f"{trained_loss:.4f} to {merged_loss:.4f} (off by {difference:.2%}, tolerance "
-                f"{CONTINUITY_RTOL:.0%}), so nothing was saved: the merged model is not the one trained; "
-                "report this line as a bug (the adapters' delta was lost in the merge)"
-            )
+        continuity(
+            trained_loss,
+            score(merged),
+            CONTINUITY_RTOL,
+            where="train, the LoRA adapters merged into the trained weights, on the check rows",
+            trained_form="the trained model",
+            fix="nothing was saved; report this line as a bug (the adapters' delta was lost in the merge)",
+        )
         return merged
 
 
