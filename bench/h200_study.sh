@@ -8,6 +8,7 @@
 # from its checkpoint). Sizes and seeds come from the environment:
 #   TRAIN=5000 VALIDATION=200 TEST=1000 SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
 #   GPUS=<all the machine has>  (seeds shared out over them, one study a GPU, side by side)
+#   MODEL=embedded  (or a local model folder: a smoke test of every stage on a tiny random Gemma 3)
 #   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields) | alpaca (.gpu/alpaca_en_demo.json, 999 rows:
 #                   TRAIN=700 VALIDATION=49 TEST=250)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
@@ -48,7 +49,7 @@ if [ ! -d "$STUDY" ]; then
   python3 - <<'PY'
 import os, yaml
 p = yaml.safe_load(open("params.yaml"))
-p["model"].update(source="embedded", dtype="bfloat16", tokenizer=os.environ.get("TOKENIZER") or None)
+p["model"].update(source=os.environ.get("MODEL", "embedded"), dtype="bfloat16", tokenizer=os.environ.get("TOKENIZER") or None)
 p["seeds"] = [int(s) for s in os.environ["SEEDS"].split(",")]
 name = os.environ.get("DATASET", "gsm8k")
 sources = {  # the copies of ../shared/data the calls carry

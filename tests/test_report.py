@@ -357,6 +357,18 @@ def test_cost_on_a_cpu_has_no_gpu_peak_and_memory_falls_back_to_rss(project):
     assert all(pt["memory"] == "peak RSS" and pt["peak_memory_gib"] == 2.0 for pt in points)
 
 
+def test_a_resumed_training_stage_is_charged_its_earlier_attempts_training_seconds(project):
+    p = config.load()
+    fabricate_stage_outputs(p)
+    report.run(p)
+    before = json.loads(paths.REPORT_JSON.read_text())["models"]["galore"]["cost"]["wall_s"]
+    record = paths.RESOURCES / "train-galore.json"
+    write_json(record, {**json.loads(record.read_text()), "resumed_train_s": 12.0})  # train.run writes it
+    report.run(p)
+    after = json.loads(paths.REPORT_JSON.read_text())["models"]["galore"]["cost"]["wall_s"]
+    assert after == pytest.approx(before + 12.0 / len(p.runs("galore")))
+
+
 @pytest.mark.skipif(
     not shutil.which("chromedriver"), reason="chromium-driver not installed (.ci/run installs it)"
 )
