@@ -30,7 +30,7 @@ from ftbench import config, evaluate, paths, report
 from ftbench.atomic import atomic_path, write_json
 from ftbench.errors import UserError
 
-SUMMED = ("wall_s", "cpu_s", "startup_s", "energy_j", "tokens", "train_s")
+SUMMED = ("wall_s", "cpu_s", "startup_s", "energy_j", "tokens", "train_s", "resumed_train_s")
 # means over the studies' records, weighted by the time each was measured over (key, digits)
 WEIGHTED = {"mfu": ("train_s", 4), "gpu_util_mean": ("wall_s", 1)}
 # one process's clock times: the studies' stages ran side by side, so no one interval is the merged stage's

@@ -114,7 +114,7 @@ def test_per_seed_stages_are_summed_and_seed_independent_ones_kept_once(studies,
     write_json(
         g0 / paths.RESOURCES / "train-qlora.json",
         {**common, "wall_s": 10, "tokens": 100, "train_s": 8, "mfu": 0.1, "energy_j": 50, "peak_gpu_gib": 3.0}
-        | {"phases_s": {"load": 1, "train": 8}, "tokens_per_s": 12.5},
+        | {"phases_s": {"load": 1, "train": 8}, "tokens_per_s": 12.5, "resumed_train_s": 0.0},
     )
     write_json(
         g1 / paths.RESOURCES / "train-qlora.json",
@@ -127,7 +127,7 @@ def test_per_seed_stages_are_summed_and_seed_independent_ones_kept_once(studies,
             "energy_j": None,
             "peak_gpu_gib": 4,
         }
-        | {"phases_s": {"load": 2, "train": 12, "save": 1}, "tokens_per_s": 25.0},
+        | {"phases_s": {"load": 2, "train": 12, "save": 1}, "tokens_per_s": 25.0, "resumed_train_s": 5.0},
     )
     out = project / "out"
     assert merge(out, g0, g1).returncode == 0
@@ -143,6 +143,7 @@ def test_per_seed_stages_are_summed_and_seed_independent_ones_kept_once(studies,
         "peak_gpu_gib": 4,
         "phases_s": {"load": 3, "train": 20, "save": 1},
         "tokens_per_s": 20.0,
+        "resumed_train_s": 5.0,  # one study's stage resumed: its earlier attempt is charged (report.cost)
         "merged_from_studies": 2,
     }
     for stage in SEED_INDEPENDENT:
