@@ -257,7 +257,7 @@ def train_one(
     with st.record.phase("validate"):
         trained_loss = check_loss(model)
     with st.record.phase("save"):
-        saved = recipe.to_save(model, trained_loss, check_loss)
+        saved, saved_facts = recipe.to_save(model, trained_loss, check_loss)
         if distributed.is_main():
             recipe.save(saved, out, tokenizer)
     if distributed.is_main():
@@ -283,6 +283,7 @@ def train_one(
         "final_loss": curve[-1]["loss"],
         "val_loss": trained_loss if validation else None,
         **facts,
+        **saved_facts,
         "curve": curve,
     }
 

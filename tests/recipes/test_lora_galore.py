@@ -146,6 +146,8 @@ def test_the_stage_saves_one_merged_model_that_scores_as_trained(
     # one validation pass of the trained model (its val_loss and the merge's reference), one of the merged
     assert len(passes) == 2 and passes[0] is not passes[1]
     assert result["recipe"] == "lora_galore" and result["projected"] and result["adapter_params"] > 0
+    check = result["merge_continuity"]  # the merge's check, in metrics/train
+    assert check["trained_loss"] == result["val_loss"] and check["relative_difference"] <= check["tolerance"]
     run = config.Run("builtin", 0)
     saved = paths.run_dir(NAME, run)
     assert (saved / "model.safetensors").exists() and not (saved / "adapter_model.safetensors").exists()

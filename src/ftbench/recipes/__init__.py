@@ -55,11 +55,12 @@ class Recipe(Protocol):
         tokenizer.save_pretrained(out)
         model.save_pretrained(out, safe_serialization=True)
 
-    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]):
-        """The model save() writes, from the trained one; a recipe that changes its form (a merge) checks
-        with `score(m)`, m's loss on the check rows, that it did not change what it computes: that the
-        new form's loss is the trained model's, `trained_loss` (train computed it once, as validation)."""
-        return model
+    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]) -> tuple[Any, dict]:
+        """The model save() writes, from the trained one, and facts for metrics/train; a recipe that
+        changes its form (a merge) checks with `score(m)`, m's loss on the check rows, that it did not
+        change what it computes: that the new form's loss is the trained model's, `trained_loss` (train
+        computed it once, as validation)."""
+        return model, {}
 
     def load_trained(self, base: Path, folder: Path):
         """The trained model as evaluation scores it, from what save() wrote to `folder`."""

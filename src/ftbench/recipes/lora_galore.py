@@ -111,11 +111,12 @@ class LoraGalore(GaloreHooks):
     def galore_part(self, optimizer: JointOptimizer):
         return optimizer.galore
 
-    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]):
+    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]) -> tuple[Any, dict]:
         """The LoRA delta merged into the GaLore-updated weights (fp32), cast to the compute dtype, if
-        its loss on the check rows is the trained model's (`trained_loss`); a UserError otherwise."""
+        its loss on the check rows is the trained model's (`trained_loss`), with the check's numbers;
+        a UserError otherwise."""
         merged = model.merge_and_unload().to(compute_dtype())
-        continuity(
+        check = continuity(
             trained_loss,
             score(merged),
             CONTINUITY_RTOL,
@@ -123,7 +124,7 @@ class LoraGalore(GaloreHooks):
             trained_form="the trained model",
             fix="nothing was saved; report this line as a bug (the adapters' delta was lost in the merge)",
         )
-        return merged
+        return merged, {"merge_continuity": check}
 
 
 RECIPE = LoraGalore()
