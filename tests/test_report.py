@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from ftbench import config, paths, report, stats
@@ -355,6 +356,17 @@ def test_cost_on_a_cpu_has_no_gpu_peak_and_memory_falls_back_to_rss(project):
     assert cost["peak_gpu_gib"] is None and cost["peak_rss_gib"] == 2.0
     points = json.loads(paths.PARETO.read_text())
     assert all(pt["memory"] == "peak RSS" and pt["peak_memory_gib"] == 2.0 for pt in points)
+
+
+def test_provenance_names_the_packages_the_stages_ran_on_beside_the_reports(project):
+    p = config.load()
+    fabricate_stage_outputs(p)
+    ran_on = "torch 2.11.0+cu130, transformers 5.17.0"  # a study's records copied from a GPU machine
+    for record in paths.RESOURCES.glob("*.json"):
+        write_json(record, {**json.loads(record.read_text()), "packages": ran_on})
+    text = report.run(p)
+    assert f"| packages, the stages' | {ran_on} |" in text
+    assert f"| packages, this report's | torch {torch.__version__}, " in text
 
 
 def test_a_resumed_training_stage_is_charged_its_earlier_attempts_training_seconds(project):

@@ -2,6 +2,7 @@ import json
 import types
 
 import pytest
+import torch
 from transformers import Gemma3TextConfig
 
 from ftbench import paths, resources
@@ -17,6 +18,8 @@ def test_cpu_stage_record_has_time_memory_phases_and_null_gpu_fields(project):
     assert saved["peak_rss_gib"] > 0.2 and saved["peak_gpu_gib"] is None
     assert saved["torch_peak_allocated_gib"] is None and set(saved["phases_s"]) == {"load"}
     assert saved["tokens"] == 10
+    # the versions the numbers came from, as the report's provenance lists them
+    assert f"torch {torch.__version__}" in saved["packages"] and "galore-torch 1.0" in saved["packages"]
     # the interpreter started before the stage's work: here, pytest's whole session so far
     assert saved["startup_s"] > 0 and saved["started_at"] < saved["finished_at"]
     assert saved["finished_at"] - saved["started_at"] == pytest.approx(saved["wall_s"], abs=0.02)

@@ -17,7 +17,6 @@ import json
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from itertools import pairwise
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from ftbench import commands, config, paths, stats, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, stage_main
 from ftbench.progress import bar
+from ftbench.resources import package_versions
 
 HEADLINE = ("bleu4", "rougeL")
 PRIMARY = HEADLINE[0]  # the ranking's order
@@ -39,16 +39,6 @@ LABELS = {  # table order
     "rouge2": "ROUGE-2",
     EXACT_MATCH: "Exact match",
 }
-PACKAGES = (
-    "torch",
-    "transformers",
-    "peft",
-    "bitsandbytes",
-    "galore-torch",
-    "sacrebleu",
-    "rouge-score",
-    "dvc",
-)
 
 
 @dataclass
@@ -687,20 +677,17 @@ def provenance_section(resources: dict) -> Section:
             return "unknown"
 
     dirty = " (with uncommitted changes)" if git("status", "--porcelain") not in ("", "unknown") else ""
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{name} -")
     devices = sorted({r.get("device", "-") for r in resources.values()})
+    # the stages' own: a report made elsewhere (a study's metrics copied from a GPU machine) says so
+    ran_on = sorted({r["packages"] for r in resources.values() if "packages" in r})
     return "Provenance", [
         Table(
             ["what", "value"],
             [
                 ["git commit", git("rev-parse", "HEAD") + dirty],
                 ["params.yaml sha256", hashlib.sha256(config.PARAMS_FILE.read_bytes()).hexdigest()[:16]],
-                ["packages", ", ".join(versions)],
+                ["packages, the stages'", "; ".join(ran_on) or "-"],
+                ["packages, this report's", package_versions()],
                 ["device", ", ".join(devices)],
             ],
         )

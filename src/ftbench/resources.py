@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from importlib import metadata
 
 import psutil
 import torch
@@ -40,6 +41,31 @@ PEAK_TFLOPS = {
     "RTX 4090": 165.0,
     "RTX 3090": 71.0,
 }
+
+
+# what a stage's numbers depend on; each record names their versions, so a report made on another machine
+# says what the stages ran on
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "galore-torch",
+    "sacrebleu",
+    "rouge-score",
+    "dvc",
+)
+
+
+def package_versions() -> str:
+    """The versions of the packages a stage's numbers depend on, in one line (the report's provenance)."""
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} -")
+    return ", ".join(versions)
 
 
 class Sampler:
@@ -254,6 +280,7 @@ def measure(stage: str, write: bool = True) -> Iterator[Record]:
         torch_peak_allocated_gib=round(torch.cuda.max_memory_allocated() / GIB, 3) if cuda else None,
         torch_peak_reserved_gib=round(torch.cuda.max_memory_reserved() / GIB, 3) if cuda else None,
         device=torch.cuda.get_device_name() if cuda else "cpu",
+        packages=package_versions(),
     )
     if sampler.gpu:
         record.update(sampler.gpu.fields())
