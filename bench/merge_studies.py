@@ -126,8 +126,11 @@ def weighted_mean(values: list, weights: list, digits: int):
 def merged_record(records: list[dict]) -> dict:
     """One stage's resource record from the studies' records of it, each over its own seeds."""
     merged = {}
-    for key, first in records[0].items():
-        values = [r.get(key) for r in records]
+    # every key any study recorded: a study made by newer code may record more; code older than
+    # resumed_train_s did not record it, and its stages are taken as not resumed (0)
+    for key in dict.fromkeys(k for r in records for k in r):
+        values = [r.get(key, 0.0 if key == "resumed_train_s" else None) for r in records]
+        first = next((v for v in values if v is not None), None)
         if key in SUMMED:
             merged[key] = total(values)
         elif key.startswith(("peak_", "torch_peak_")):
