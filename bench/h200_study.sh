@@ -10,7 +10,7 @@
 #   GPUS=<all the machine has>  (seeds shared out over them, one study a GPU, side by side)
 #   MODEL=embedded  (or a local model folder: a smoke test of every stage on a tiny random Gemma 3)
 #   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields) | alpaca (.gpu/alpaca_en_demo.json, 999 rows:
-#                   TRAIN=700 VALIDATION=49 TEST=250)
+#                   TRAIN=700 VALIDATION=20 TEST=250: 970 of the rows fit 512 tokens)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
 #                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
