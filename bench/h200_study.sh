@@ -71,6 +71,11 @@ PY
 else
   cd "$STUDY" || exit 1
 fi
+# a target that names no stage would make this call's `dvc repro` run nothing: refuse it before the time goes
+stages=$(python3 -m dvc stage list --name-only)
+for target in ${TARGETS:-}; do
+  grep -qx "$target" <<<"$stages" || { echo "h200_study: no stage '$target'; the stages: $(paste -sd' ' <<<"$stages")"; exit 2; }
+done
 start=$(date +%s.%N)
 timeout "${STUDY_S:-540}" python3 -m dvc repro ${TARGETS:-}  # TARGETS: stages to reach first, when time is short
 echo "dvc repro rc=$?"
