@@ -6,11 +6,11 @@
 # The study lives in $STUDY (default /tmp/study): it lasts as long as the machine stays warm, so a call that
 # a timeout stopped is continued by the next one (DVC skips finished stages, a stopped training resumes
 # from its checkpoint). Sizes and seeds come from the environment:
-#   TRAIN=5000 VALIDATION=200 TEST=1000 SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
+#   TRAIN, VALIDATION, TEST (default: the dataset's, below) SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
 #   GPUS=<all the machine has>  (seeds shared out over them, one study a GPU, side by side)
 #   MODEL=embedded  (or a local model folder: a smoke test of every stage on a tiny random Gemma 3)
-#   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields) | alpaca (.gpu/alpaca_en_demo.json, 999 rows:
-#                   TRAIN=700 VALIDATION=20 TEST=250: 970 of the rows fit 512 tokens)
+#   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields; TRAIN=5000 VALIDATION=200 TEST=1000)
+#         | alpaca (.gpu/alpaca_en_demo.json, 999 rows; TRAIN=700 VALIDATION=20 TEST=250: 970 fit 512 tokens)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
 #                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
@@ -20,7 +20,12 @@
 #   .gpu/alpaca_en_demo.json  a copy of ../shared/data/alpaca_en_demo.json
 set -uo pipefail
 STUDY=${STUDY:-/tmp/study}
-export TRAIN=${TRAIN:-5000} VALIDATION=${VALIDATION:-200} TEST=${TEST:-1000} SEEDS=${SEEDS:-0,1,2}
+case ${DATASET:=gsm8k} in
+  alpaca) sizes=(700 20 250) ;;
+  *) sizes=(5000 200 1000) ;;
+esac
+export DATASET TRAIN=${TRAIN:-${sizes[0]}} VALIDATION=${VALIDATION:-${sizes[1]}} TEST=${TEST:-${sizes[2]}}
+export SEEDS=${SEEDS:-0,1,2}
 export NEW_TOKENS=${NEW_TOKENS:-256}
 export PYTHONPATH=/tmp/site:${GGUF_SITE:-/tmp/gguf-site}:$STUDY/src PYTHONUNBUFFERED=1 FTBENCH_MLFLOW=off
 if ! python3 -c "import dvc, galore_torch" 2>/dev/null; then
