@@ -20,11 +20,6 @@
 #   .gpu/alpaca_en_demo.json  a copy of ../shared/data/alpaca_en_demo.json
 set -uo pipefail
 STUDY=${STUDY:-/tmp/study}
-case ${DATASET:=gsm8k} in
-  alpaca) sizes=(700 20 250) ;;
-  *) sizes=(5000 200 1000) ;;
-esac
-export DATASET TRAIN=${TRAIN:-${sizes[0]}} VALIDATION=${VALIDATION:-${sizes[1]}} TEST=${TEST:-${sizes[2]}}
 export SEEDS=${SEEDS:-0,1,2}
 export NEW_TOKENS=${NEW_TOKENS:-256}
 export PYTHONPATH=/tmp/site:${GGUF_SITE:-/tmp/gguf-site}:$STUDY/src PYTHONUNBUFFERED=1 FTBENCH_MLFLOW=off
@@ -57,12 +52,16 @@ p = yaml.safe_load(open("params.yaml"))
 p["model"].update(source=os.environ.get("MODEL", "embedded"), dtype="bfloat16", tokenizer=os.environ.get("TOKENIZER") or None)
 p["seeds"] = [int(s) for s in os.environ["SEEDS"].split(",")]
 name = os.environ.get("DATASET", "gsm8k")
-sources = {  # the copies of ../shared/data the calls carry
-    "gsm8k": {"source": ".gpu/gsm8k.jsonl", "fields": {"instruction": "question", "output": "answer"}},
-    "alpaca": {"source": ".gpu/alpaca_en_demo.json", "fields": {}},
+sources = {  # the copies of ../shared/data the calls carry, and their default sizes (train, validation, test)
+    "gsm8k": (
+        {"source": ".gpu/gsm8k.jsonl", "fields": {"instruction": "question", "output": "answer"}},
+        (5000, 200, 1000),
+    ),
+    "alpaca": ({"source": ".gpu/alpaca_en_demo.json", "fields": {}}, (700, 20, 250)),  # 970 of 999 rows fit 512 tokens
 }
-p["data"]["datasets"] = {name: {**p["data"]["datasets"]["builtin"], **sources[name]}}
-p["data"]["sizes"] = {k: int(os.environ[k.upper()]) for k in ("train", "validation", "test")}
+source, sizes = sources[name]
+p["data"]["datasets"] = {name: {**p["data"]["datasets"]["builtin"], **source}}
+p["data"]["sizes"] = {k: int(os.environ.get(k.upper()) or n) for k, n in zip(("train", "validation", "test"), sizes)}
 p["data"]["max_length"] = 512
 # 256 prompts a generate call share each read of the weights; their KV cache is a few GiB on 270M
 p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=256)
@@ -77,10 +76,12 @@ else
   cd "$STUDY" || exit 1
 fi
 # a target that names no stage would make this call's `dvc repro` run nothing: refuse it before the time goes
-stages=$(python3 -m dvc stage list --name-only)
-for target in ${TARGETS:-}; do
-  grep -qx "$target" <<<"$stages" || { echo "h200_study: no stage '$target'; the stages: $(paste -sd' ' <<<"$stages")"; exit 2; }
-done
+if [ -n "${TARGETS:-}" ]; then
+  stages=$(python3 -m dvc stage list --name-only)
+  for target in $TARGETS; do
+    grep -qx "$target" <<<"$stages" || { echo "h200_study: no stage '$target'; the stages: $(paste -sd' ' <<<"$stages")"; exit 2; }
+  done
+fi
 start=$(date +%s.%N)
 timeout "${STUDY_S:-540}" python3 -m dvc repro ${TARGETS:-}  # TARGETS: stages to reach first, when time is short
 echo "dvc repro rc=$?"
