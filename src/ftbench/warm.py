@@ -37,6 +37,8 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
 from ftbench import handover
 
 # Environment the imported modules read once, at import (huggingface_hub's HF_HUB_OFFLINE, torch's
@@ -85,11 +87,8 @@ def warm_imports() -> None:
     for name in WARM_ON_GPU if gpu else stages:
         with contextlib.suppress(ImportError):  # one a stage would not import either
             importlib.import_module(name)
-    if gpu:
-        import torch
-
-        if torch.cuda.is_initialized():  # then no child could use CUDA
-            raise SystemExit("ftbench.warm: a warm import initialised CUDA; run the stages without a server")
+    if torch.cuda.is_initialized():  # then no child could use CUDA (a GPU that NVML did not see)
+        raise SystemExit("ftbench.warm: a warm import initialised CUDA; run the stages without a server")
     log(f"imported {len(sys.modules)} modules ({'GPU host: CUDA left alone' if gpu else 'CPU host'})")
 
 
