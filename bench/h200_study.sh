@@ -11,6 +11,7 @@
 #   MODEL=embedded  (or a local model folder: a smoke test of every stage on a tiny random Gemma 3)
 #   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields; TRAIN=5000 VALIDATION=200 TEST=1000)
 #         | alpaca (.gpu/alpaca_en_demo.json, 999 rows; TRAIN=700 VALIDATION=20 TEST=250: 970 fit 512 tokens)
+#   WARM=1  (python -m ftbench.warm dvc repro: imports once; on a GPU host only those that leave CUDA alone)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
 #                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
@@ -83,7 +84,8 @@ if [ -n "${TARGETS:-}" ]; then
   done
 fi
 start=$(date +%s.%N)
-timeout "${STUDY_S:-540}" python3 -m dvc repro ${TARGETS:-}  # TARGETS: stages to reach first, when time is short
+# TARGETS: stages to reach first, when time is short; WARM=1: the stages in a warm server's children
+timeout "${STUDY_S:-540}" ${WARM:+python3 -m ftbench.warm} python3 -m dvc repro ${TARGETS:-}
 echo "dvc repro rc=$?"
 # the study's `dvc repro` time is the sum over the calls that ran it
 python3 -c "print($(date +%s.%N) - $start)" >> repro_seconds.txt

@@ -161,6 +161,6 @@ def test_clipping_caps_the_norm_the_optimizer_sees(prepared, layerwise):
     rows = read_jsonl(paths.split_file("builtin", "train"))[:4]
     (answer_loss(model, rows) * 100).backward()
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
-    before = galore.clip_gradients(optimizer, trainable, 1.0)
-    after = galore.clip_gradients(optimizer, trainable, 1.0)
+    before = galore.RECIPE.clip(optimizer, trainable, 1.0)
+    after = galore.RECIPE.clip(optimizer, trainable, 1.0)
     assert before > 1.0 and after == pytest.approx(1.0, rel=1e-4)

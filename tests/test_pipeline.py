@@ -38,8 +38,8 @@ def sh(cwd: Path, *cmd: str) -> str:
     return run.stdout
 
 
-@pytest.mark.slow
-def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, tiny_model_dir):
+def dvc_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A git and DVC repository of the project's pipeline and code, with params for the tiny model."""
     repo = tmp_path / "repo"
     repo.mkdir()
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
@@ -53,7 +53,12 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     shutil.copy(ROOT / ".dvc/config", repo / ".dvc/config")  # the project's cache links
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "init")
+    return repo
 
+
+@pytest.mark.slow
+def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, tiny_model_dir):
+    repo = dvc_repo(tmp_path, tiny_model_dir)
     out = sh(repo, "dvc", "repro")
     assert all(f"Running stage '{s}'" in out for s in STAGES)
     for name in ["base", *METHODS, "ensemble"]:

@@ -5,7 +5,7 @@ import signal
 import pytest
 import torch
 
-from ftbench import chat, config, loss, paths, recipes, tracking, train
+from ftbench import chat, config, data, loss, paths, recipes, tracking, train
 from ftbench.errors import UserError
 from ftbench.loading import load_model, load_tokenizer
 from ftbench.recipes import galore, qlora
@@ -95,6 +95,17 @@ def test_training_lowers_the_loss_and_records_what_it_did(prepared, project, tin
         json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin/seed0"]["final_loss"]
         == result["final_loss"]
     )
+
+
+def test_without_validation_rows_a_model_saved_as_trained_costs_no_check_pass(
+    prepared, project, tiny_model_dir, st, monkeypatch
+):
+    write_params(project, tiny_model_dir, **{"data.sizes.validation": 0})
+    data.run(config.load())
+    passes = []
+    monkeypatch.setattr(train, "mean_loss", lambda *a: passes.append(a) or loss.mean_loss(*a))
+    result = train.run("galore", config.load(), st)["builtin/seed0"]
+    assert result["val_loss"] is None and passes == []
 
 
 def test_same_params_give_the_same_loss_curve_on_cpu(prepared, st):

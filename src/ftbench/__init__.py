@@ -7,6 +7,11 @@ import os
 # be set before torch first touches the GPU, hence at package import. A user's own setting wins.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
+if os.environ.get("FTBENCH_WARM"):  # a stage command a warm server may run (ftbench/warm.py), before imports
+    from ftbench import handover
+
+    handover.hand_over()
+
 from ftbench import progress  # noqa: E402  (after the allocator setting, which must come first)
 
 progress.quiet_third_party()

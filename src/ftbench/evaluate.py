@@ -16,7 +16,7 @@ from ftbench import chat, commands, config, distributed, merge, paths, recipes, 
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, device, load_model, load_tokenizer
-from ftbench.loss import continuity, mean_loss
+from ftbench.loss import CONTINUITY_RTOL, continuity, mean_loss
 from ftbench.progress import LOG, bar
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
@@ -37,14 +37,6 @@ EXACT_MATCH_CONVENTION = (
 # tokens, over which per-token rounding differences average out, for 32 rows' forward passes per form,
 # little next to generating the answers (max_new_tokens passes per batch).
 CONTINUITY_ROWS = 32
-# Relative tolerance between the two losses. In fp32 (CPU) they agree to 1e-5 (measured on the tests' tiny
-# model: the same weights up to the fp32 rounding of W + BA). On a GPU both run in bf16: the merged weights
-# are rounded to bf16 once, where NF4 + adapter rounds the dequantized weight and adds the adapter's bf16
-# output; that is a relative error of about bf16's half step (0.2%) per weight, random, which moves the
-# loss by a few tenths of a percent at most, as bf16 against fp32 inference does. 1% leaves room for that,
-# while a lost, doubled or misplaced adapter moves a trained model's loss by far more. (Not measured on
-# the H200 yet: metrics/eval records each run's difference.)
-CONTINUITY_RTOL = 0.01
 # The left-padding check (evaluate.generate): the most padded prompt of each batch, padded as in the batch
 # and alone, must get the same next-token log-probabilities within this many nats (the largest gap over
 # the vocabulary). Measured on the H200 (torch 2.11, transformers 5.17, Gemma 3 270M, bf16, 36 pads before

@@ -20,7 +20,7 @@ from importlib import metadata
 import psutil
 import torch
 
-from ftbench import distributed, paths
+from ftbench import distributed, handover, paths
 from ftbench.atomic import write_json
 from ftbench.progress import LOG
 
@@ -262,7 +262,7 @@ def measure(stage: str, write: bool = True) -> Iterator[Record]:
     # from the process's start to here: interpreter, imports, CUDA start-up and params; with started_at and
     # finished_at it splits a `dvc repro`'s time between the stages, their start-up and DVC (stage_table.py)
     started_at = time.time()
-    record["startup_s"] = round(started_at - me.create_time(), 2)
+    record["startup_s"] = round(started_at - handover.command_started_at(), 2)
     cpu0, t0 = me.cpu_times(), time.perf_counter()
     with Sampler() as sampler:
         yield record

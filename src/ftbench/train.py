@@ -247,17 +247,17 @@ def train_one(
         result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
     validation = read_jsonl(paths.split_file(run.dataset, "validation"))
     # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
-    # loss is summed over them), or where there are none on one step's training rows, against the
-    # trained model's loss there: the validation loss, computed once
+    # loss is summed over them) against the validation loss, computed once; where there are none, on
+    # one step's training rows, which only such a recipe scores
     check = validation or rows[: method.batch_size * method.grad_accum]
 
     def check_loss(m) -> float:
         return mean_loss(m, check, method.batch_size, p.train.fused_cross_entropy)
 
     with st.record.phase("validate"):
-        trained_loss = check_loss(model)
+        val_loss = check_loss(model) if validation else None
     with st.record.phase("save"):
-        saved, saved_facts = recipe.to_save(model, trained_loss, check_loss)
+        saved, saved_facts = recipe.to_save(model, val_loss, check_loss)
         if distributed.is_main():
             recipe.save(saved, out, tokenizer)
     if distributed.is_main():
@@ -281,7 +281,7 @@ def train_one(
         **recipe.facts_after(optimizer),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],
-        "val_loss": trained_loss if validation else None,
+        "val_loss": val_loss,
         **facts,
         **saved_facts,
         "curve": curve,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from ftbench import config, evaluate, paths, train
+from ftbench import config, data, evaluate, paths, train
 from ftbench.atomic import read_jsonl
 from ftbench.errors import UserError
 from ftbench.loss import answer_loss, mean_loss
@@ -86,10 +86,12 @@ def test_with_the_galore_rate_at_0_it_is_lora(prepared):
     )
 
 
-def test_one_clipping_covers_both_by_the_whole_gradients_norm(prepared):
-    """The layerwise GaLore half holds projected gradients only; the norm it clips by is still that of
+@pytest.mark.parametrize("layerwise", [True, False])
+def test_one_clipping_covers_both_by_the_whole_gradients_norm(prepared, layerwise):
+    """A layerwise GaLore half holds projected gradients only; the norm it clips by is still that of
     the whole gradient, the adapters' included, as torch's clip_grad_norm_ computes it."""
     method = prepared.methods[NAME]
+    method = method.model_copy(update={"galore": method.galore.model_copy(update={"layerwise": layerwise})})
     rows = read_jsonl(paths.split_file("builtin", "train"))[:4]
     reference, _, _ = LORA_GALORE.setup(paths.BASE, method, prepared, seed=0)
     trainable = [t for t in reference.parameters() if t.requires_grad]
@@ -98,8 +100,9 @@ def test_one_clipping_covers_both_by_the_whole_gradients_norm(prepared):
 
     model, optimizer, _ = LORA_GALORE.setup(paths.BASE, method, prepared, seed=0)
     (answer_loss(model, rows) * 100).backward()
-    before = LORA_GALORE.clip(optimizer, [], 1.0)
-    after = LORA_GALORE.clip(optimizer, [], 1.0)
+    trainable = [t for g in optimizer.param_groups for t in g["params"]]  # as train passes them
+    before = LORA_GALORE.clip(optimizer, trainable, 1.0)
+    after = LORA_GALORE.clip(optimizer, trainable, 1.0)
     assert before == pytest.approx(whole_norm, rel=1e-4) and before > 1.0
     assert after == pytest.approx(1.0, rel=1e-4)
 
@@ -157,6 +160,23 @@ def test_the_stage_saves_one_merged_model_that_scores_as_trained(
     val = mean_loss(scored, rows, p.methods[NAME].batch_size, p.train.fused_cross_entropy)
     assert val == pytest.approx(result["val_loss"], rel=1e-5)  # weights + LoRA, as trained
     assert evaluate.scored_form(NAME, p) is None  # scored as saved
+
+
+def test_without_validation_rows_the_merge_is_checked_on_training_rows(
+    prepared, project, tiny_model_dir, st, monkeypatch
+):
+    write_params(project, tiny_model_dir, **{"data.sizes.validation": 0})
+    data.run(config.load())
+    p = config.load()
+    passes = []
+    monkeypatch.setattr(train, "mean_loss", lambda m, rows, *a: passes.append(rows) or mean_loss(m, rows, *a))
+    result = train.run(NAME, p, st)["builtin/seed0"]
+    assert result["val_loss"] is None
+    # the trained model and the merged one, on the same step's training rows
+    assert len(passes) == 2 and passes[0] == passes[1]
+    assert passes[0] == read_jsonl(paths.split_file("builtin", "train"))[: len(passes[0])]
+    check = result["merge_continuity"]
+    assert check["relative_difference"] <= check["tolerance"]
 
 
 def test_a_merge_that_loses_the_adapters_is_refused(prepared, project, tiny_model_dir, st, monkeypatch):

@@ -55,11 +55,12 @@ class Recipe(Protocol):
         tokenizer.save_pretrained(out)
         model.save_pretrained(out, safe_serialization=True)
 
-    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]) -> tuple[Any, dict]:
+    def to_save(self, model, trained_loss: float | None, score: Callable[[Any], float]) -> tuple[Any, dict]:
         """The model save() writes, from the trained one, and facts for metrics/train; a recipe that
         changes its form (a merge) checks with `score(m)`, m's loss on the check rows, that it did not
         change what it computes: that the new form's loss is the trained model's, `trained_loss` (train
-        computed it once, as validation)."""
+        computed it once, as validation; None without validation rows: then score(model), before the
+        change)."""
         return model, {}
 
     def load_trained(self, base: Path, folder: Path):
@@ -228,6 +229,17 @@ class GaloreHooks(Recipe):
     def galore_part(self, optimizer) -> GaLoreAdamW:
         """The GaLore optimizer within the recipe's optimizer."""
         return optimizer
+
+    def clip(self, optimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
+        """A layerwise GaLore holds projected gradients and the full ones' norms, so it clips them, with
+        the trainable gradients it does not hold (a joint optimizer's adapters), by the norm of all of
+        them (`galore.accumulation: full`: the full gradient's); any other GaLore, as every recipe."""
+        galore = self.galore_part(optimizer)
+        if not isinstance(galore, AccumulatingGaLoreAdamW):
+            return super().clip(optimizer, trainable, max_norm)
+        held = {id(t) for g in galore.param_groups for t in g["params"]}
+        also = [t.grad for t in trainable if id(t) not in held and t.grad is not None]
+        return galore.clip(max_norm, also=also).item()
 
     def before_backward(self, optimizer, last: bool) -> None:
         mark_pass(self.galore_part(optimizer), last)

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ftbench import config
 from ftbench.recipes import (
-    AccumulatingGaLoreAdamW,
     GaloreHooks,
     galore_base,
     galore_optimizer,
@@ -35,13 +32,6 @@ from ftbench.recipes import (
     load_galore_state,
     split_parameters,
 )
-
-
-def clip_gradients(optimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
-    """Clip as torch's clip_grad_norm_ does what the optimizer will use; return the norm before clipping."""
-    if not isinstance(optimizer, AccumulatingGaLoreAdamW):
-        return torch.nn.utils.clip_grad_norm_(trainable, max_norm).item()
-    return optimizer.clip(max_norm).item()
 
 
 def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
@@ -61,9 +51,6 @@ class GaLore(GaloreHooks):
 
     def setup(self, init: Path, method: config.MethodParams, p: config.Params, seed: int) -> tuple:
         return setup(init, method, p, seed)
-
-    def clip(self, optimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
-        return clip_gradients(optimizer, trainable, max_norm)
 
     def optimizer_state(self, optimizer) -> dict:
         return galore_state(optimizer)

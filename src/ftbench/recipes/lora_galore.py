@@ -21,9 +21,8 @@ import torch
 
 from ftbench import config
 from ftbench.loading import compute_dtype
-from ftbench.loss import continuity
+from ftbench.loss import CONTINUITY_RTOL, continuity
 from ftbench.recipes import (
-    AccumulatingGaLoreAdamW,
     GaloreHooks,
     adamw,
     add_adapters,
@@ -34,15 +33,10 @@ from ftbench.recipes import (
     split_parameters,
 )
 
-# The merged model is saved in the compute dtype: on a GPU the sum W + LoRA delta is rounded to bf16,
-# where the trained model added the adapter's output separately. As evaluate's check of merged QLoRA, a
-# 1% difference in validation loss is the most that rounding may cost; a lost delta costs more.
-CONTINUITY_RTOL = 0.01
-
 
 class JointOptimizer(torch.optim.Optimizer):
-    """GaLore on the base matrices and AdamW on the adapters, stepped, zeroed, clipped, scheduled and
-    checkpointed as one optimizer.
+    """GaLore on the base matrices and AdamW on the adapters, stepped, zeroed, scheduled and checkpointed
+    as one optimizer (GaloreHooks.clip clips both by the whole gradient's norm).
 
     Its param_groups are the two optimizers' own group dicts (GaLore's first: the logged learning rate is
     the base's), so a scheduler's change of `lr` reaches the optimizer that uses it.
@@ -60,18 +54,6 @@ class JointOptimizer(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.galore.zero_grad(set_to_none)  # also drops gradients a layerwise GaLore projected
         self.adapters.zero_grad(set_to_none)
-
-    def clip(self, max_norm: float) -> float:
-        """torch's clip_grad_norm_ over both optimizers' gradients; returns the norm before clipping.
-        A layerwise GaLore holds projected gradients and the full ones' norms, so it clips them and the
-        adapters' gradients by the norm of all of them (`galore.accumulation: full`: the full gradient's)."""
-        adapter_grads = [
-            t.grad for g in self.adapters.param_groups for t in g["params"] if t.grad is not None
-        ]
-        if isinstance(self.galore, AccumulatingGaLoreAdamW):
-            return self.galore.clip(max_norm, also=adapter_grads).item()
-        trainable = [t for g in self.param_groups for t in g["params"]]
-        return torch.nn.utils.clip_grad_norm_(trainable, max_norm).item()
 
     def state_dict(self) -> dict:
         """Both states as tensors and plain data (GaLore's projectors too), for a weights_only load."""
@@ -105,16 +87,15 @@ class LoraGalore(GaloreHooks):
         }
         return model, optimizer, facts
 
-    def clip(self, optimizer: JointOptimizer, trainable: list[torch.Tensor], max_norm: float) -> float:
-        return optimizer.clip(max_norm)
-
     def galore_part(self, optimizer: JointOptimizer):
         return optimizer.galore
 
-    def to_save(self, model, trained_loss: float, score: Callable[[Any], float]) -> tuple[Any, dict]:
+    def to_save(self, model, trained_loss: float | None, score: Callable[[Any], float]) -> tuple[Any, dict]:
         """The LoRA delta merged into the GaLore-updated weights (fp32), cast to the compute dtype, if
-        its loss on the check rows is the trained model's (`trained_loss`), with the check's numbers;
-        a UserError otherwise."""
+        its loss on the check rows is the trained model's (`trained_loss`, else scored here), with the
+        check's numbers; a UserError otherwise."""
+        if trained_loss is None:
+            trained_loss = score(model)  # before merge_and_unload, which changes the model in place
         merged = model.merge_and_unload().to(compute_dtype())
         check = continuity(
             trained_loss,
