@@ -98,3 +98,28 @@ def test_training_flops_match_the_known_gemma3_1b_count():
 )
 def test_gpu_peaks_match_whole_names_only(name, peak):
     assert resources.known_peak(name) == peak
+
+
+def test_nvml_reads_the_gpu_torch_uses_under_cuda_visible_devices(monkeypatch):
+    """Under CUDA_VISIBLE_DEVICES=1 torch's device 0 is NVML's device 1: the reading must follow the UUID,
+    not the index (index 0 read the other GPU of the two-GPU H200 machine). No GPU here, so torch's
+    device query and NVML are stand-ins with two GPUs."""
+    gib = 2**30
+    gpus = {"GPU-aaaa": fake_pynvml([5 * gib]), "GPU-bbbb": fake_pynvml([1 * gib, 7 * gib])}
+
+    def on_the_handle_gpu(name: str):
+        return lambda handle: getattr(gpus[handle], name)(handle)
+
+    nvml = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: list(gpus)[i],
+        nvmlDeviceGetHandleByUUID=lambda uuid: uuid,
+        **{name: on_the_handle_gpu(name) for name in vars(gpus["GPU-aaaa"])},
+    )
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # the only GPU torch sees: NVML's second
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid="bbbb"))
+    gpu = resources._Nvml.open()
+    gpu.sample()
+    assert gpu.handle == "GPU-bbbb" and gpu.fields()["peak_gpu_gib"] == 6.0

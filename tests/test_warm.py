@@ -27,6 +27,17 @@ def test_only_a_plain_stage_command_is_handed_over():
     assert handover.stage_module(["python", "script.py"]) is None
 
 
+def test_what_a_gpu_host_warms_leaves_bitsandbytes_unimported():
+    """bitsandbytes initialises CUDA on import (its CUDA specs), and torch then refuses CUDA in every forked
+    stage: on the H200 galore_torch's import of it (its 8-bit AdamW) made the server refuse to serve."""
+    from ftbench import warm
+
+    code = f"import importlib, sys; [importlib.import_module(m) for m in {warm.WARM_ON_GPU!r}]; "
+    code += "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bitsandbytes', 'peft')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 class Server:
     """A real server on a socket in `folder`, its log in a file."""
 

@@ -182,12 +182,15 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
     with resources.Sampler() as sampler:
         recipe = recipes.get(method.recipe)
         model, optimizer, _ = recipe.setup(base, method, p, seed=0)
+        train.use_liger_kernels(model, p)
         train.compile_layers(model, p)
         trainable = [t for g in optimizer.param_groups for t in g["params"]]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         model.train()
+        t0 = resources.synced_clock()
         for s in steps[: args.warmup]:
             train.train_step(recipe, model, optimizer, scheduler, trainable, s, p)
+        warmup_s = resources.synced_clock() - t0  # first-call kernel builds, and torch.compile's compile
         refresh_s, gap = recipe.periodic_cost(optimizer, method) or (0.0, None)
         timed = steps[args.warmup :]
         t0 = resources.synced_clock()
@@ -208,6 +211,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         "forward_passes_per_step": round(sum(len(s) for s in timed) / len(timed), 2),
         "tokens_per_s": round(tokens / amortised),
         "mfu": resources.mfu(flops / amortised, resources.peak_tflops(p.resources.peak_tflops)),
+        "warmup_s": round(warmup_s, 2),
         "refresh_s": round(refresh_s, 2) if gap else None,
         "refresh_share": round(1 - seconds / amortised, 4) if gap else None,
         "final_loss": round(losses[-1], 4),

@@ -252,6 +252,8 @@ class TrainParams(Strict):
     = batch_size rows a pass. Set, it (not batch_size) bounds training activation memory."""
     compile: bool
     """torch.compile each decoder layer: fewer kernel launches, a compile on the first steps."""
+    liger_kernels: bool
+    """On a GPU with liger-kernel: its Triton RMSNorm, GeGLU and RoPE in training, one launch each."""
     fused_cross_entropy: bool
     """On a GPU with liger-kernel: output layer and cross-entropy in chunks, never all logits at once."""
     log_every: PositiveInt

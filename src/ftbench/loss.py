@@ -34,7 +34,7 @@ def answer_loss(model, rows: list[dict], fused: bool = False) -> torch.Tensor:
     out = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **batch["attention"])
     hidden, targets = out.last_hidden_state[0, batch["scored"]], batch["targets"]
     cap = getattr(lm.config, "final_logit_softcapping", None)
-    if fused and fused_loss_available():
+    if fused and liger_available():
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
         weight = lm.lm_head.weight.to(torch.bfloat16)
@@ -52,7 +52,7 @@ def answer_loss(model, rows: list[dict], fused: bool = False) -> torch.Tensor:
 
 
 @functools.cache
-def fused_loss_available() -> bool:
+def liger_available() -> bool:
     """liger-kernel's Triton kernels need a CUDA GPU; it is an optional dependency (the `gpu` extra)."""
     return torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
 

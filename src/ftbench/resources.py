@@ -111,6 +111,14 @@ class Sampler:
         self.sample()
 
 
+def nvml_uuid(index: int) -> str:
+    """NVML's name for torch's CUDA device `index`. NVML numbers every GPU of the machine, torch only those
+    CUDA_VISIBLE_DEVICES shows: under CUDA_VISIBLE_DEVICES=1, torch's device 0 is NVML's device 1, and
+    reading NVML's device 0 measured another GPU (seen on the two-GPU H200 machine). The UUID is the
+    same in both."""
+    return f"GPU-{torch.cuda.get_device_properties(index).uuid}"
+
+
 class _Nvml:
     """NVML readings of the current GPU; `open()` is None where there is no GPU, driver or pynvml."""
 
@@ -130,7 +138,7 @@ class _Nvml:
             import pynvml
 
             pynvml.nvmlInit()
-            return cls(pynvml, pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device()))
+            return cls(pynvml, pynvml.nvmlDeviceGetHandleByUUID(nvml_uuid(torch.cuda.current_device())))
         except Exception:  # pynvml raises its own NVMLError family, or the module is absent
             return None
 

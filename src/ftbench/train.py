@@ -21,7 +21,7 @@ from ftbench.loss import (
     answer_tokens,
     autocast,
     causal_lm,
-    fused_loss_available,
+    liger_available,
     mean_loss,
 )
 from ftbench.progress import LOG, bar
@@ -37,6 +37,28 @@ def compile_layers(model, p: config.Params) -> None:
     if p.train.compile:
         for layer in causal_lm(model).model.layers:
             layer.compile(dynamic=True)
+
+
+def use_liger_kernels(model, p: config.Params) -> None:
+    """`train.liger_kernels`: liger-kernel's Triton RMSNorm, GeGLU and RoPE in place of transformers' eager
+    ones. A step at the seed's batch is bound by kernel launches, not FLOPs (BENCHMARKS.md), and eager
+    Gemma 3 launches 3-10 kernels for each of a layer's six norms, its GeGLU and its RoPE, forward and
+    backward. liger's own dispatcher picks the model type's patch (the one HF Trainer's
+    `use_liger_kernel` calls); the output layer and loss stay ours (`train.fused_cross_entropy`).
+    Not under `train.compile`, which fuses these ops itself: dynamo fails on liger's autograd functions
+    (seen on the H200 with torch 2.11)."""
+    if p.train.liger_kernels and liger_available() and not p.train.compile:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(
+            model=causal_lm(model),
+            rope=True,
+            rms_norm=True,
+            geglu=True,
+            swiglu=True,
+            cross_entropy=False,
+            fused_linear_cross_entropy=False,
+        )
 
 
 def init_dir(init: str, run: config.Run) -> Path:
@@ -228,6 +250,7 @@ def train_one(
     recipe = recipes.get(method.recipe)
     with st.record.phase("load"):
         model, optimizer, facts = recipe.setup(init, method, p, run.seed)
+        use_liger_kernels(model, p)
         compile_layers(model, p)
         distributed.data_parallel(model, causal_lm(model).model)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
@@ -277,7 +300,8 @@ def train_one(
         "flops": resources.training_flops(
             causal_lm(model).config, recipe.weight_gradients, result["tokens"], targets
         ),
-        "fused_cross_entropy": p.train.fused_cross_entropy and fused_loss_available(),
+        "fused_cross_entropy": p.train.fused_cross_entropy and liger_available(),
+        "liger_kernels": p.train.liger_kernels and liger_available() and not p.train.compile,
         **recipe.facts_after(optimizer),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],

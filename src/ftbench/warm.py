@@ -57,8 +57,7 @@ WARM_ON_GPU = (
     "sklearn.metrics",
     "sacrebleu",
     "rouge_score.rouge_scorer",
-    "galore_torch",
-)
+)  # not galore_torch: it imports bitsandbytes (its 8-bit AdamW), which initialises CUDA (seen on the H200)
 
 
 def serve(path: str) -> None:
@@ -87,8 +86,8 @@ def warm_imports() -> None:
     for name in WARM_ON_GPU if gpu else stages:
         with contextlib.suppress(ImportError):  # one a stage would not import either
             importlib.import_module(name)
-    if torch.cuda.is_initialized():  # then no child could use CUDA (a GPU that NVML did not see)
-        raise SystemExit("ftbench.warm: a warm import initialised CUDA; run the stages without a server")
+        if torch.cuda.is_initialized():  # then no child could use CUDA (or a GPU that NVML did not see)
+            raise SystemExit(f"ftbench.warm: importing {name} initialised CUDA; stages run without a server")
     log(f"imported {len(sys.modules)} modules ({'GPU host: CUDA left alone' if gpu else 'CPU host'})")
 
 
