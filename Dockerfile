@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # ftbench on a GPU machine: the image holds the dependencies, the repo is bind-mounted at /workspace
-# and `dvc repro` (the default command) runs on it. See compose.yaml and docs/container.md.
+# and `dvc repro` (the default command, under ftbench.warm) runs on it. See compose.yaml and docs/container.md.
 #
 # Base: python:3.11-slim-bookworm with PyTorch's CUDA wheels, not an nvidia/cuda image. The cu128
 # torch wheels bring their own CUDA runtime, cuBLAS, cuDNN and NCCL (nvidia-* wheels) and bitsandbytes
@@ -104,4 +104,6 @@ ENV TOKENIZERS_PARALLELISM=false
 
 USER ${HOST_UID}:${HOST_GID}
 WORKDIR /workspace
-CMD ["dvc", "repro"]
+# dvc repro with the stage commands in a warm server's children (ftbench/warm.py): on a GPU it imports
+# what leaves CUDA alone once, and a stage starts in 1-4 s instead of 16-21 s (BENCHMARKS.md)
+CMD ["python", "-m", "ftbench.warm", "dvc", "repro"]

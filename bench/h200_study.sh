@@ -11,7 +11,8 @@
 #   MODEL=embedded  (or a local model folder: a smoke test of every stage on a tiny random Gemma 3)
 #   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields; TRAIN=5000 VALIDATION=200 TEST=1000)
 #         | alpaca (.gpu/alpaca_en_demo.json, 999 rows; TRAIN=700 VALIDATION=20 TEST=250: 970 fit 512 tokens)
-#   WARM=1  (python -m ftbench.warm dvc repro: imports once; on a GPU host only those that leave CUDA alone)
+#   WARM=1  (default: python -m ftbench.warm dvc repro, imports once; on a GPU host only those that leave CUDA
+#            alone: a stage starts in 1-4 s instead of 16-21 s on the H200; WARM=0: each stage on its own)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
 #                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
@@ -85,7 +86,8 @@ if [ -n "${TARGETS:-}" ]; then
 fi
 start=$(date +%s.%N)
 # TARGETS: stages to reach first, when time is short; WARM=1: the stages in a warm server's children
-timeout "${STUDY_S:-540}" ${WARM:+python3 -m ftbench.warm} python3 -m dvc repro ${TARGETS:-}
+warm=(); [ "${WARM:-1}" = 1 ] && warm=(python3 -m ftbench.warm)
+timeout "${STUDY_S:-540}" "${warm[@]}" python3 -m dvc repro ${TARGETS:-}
 echo "dvc repro rc=$?"
 # the study's `dvc repro` time is the sum over the calls that ran it
 python3 -c "print($(date +%s.%N) - $start)" >> repro_seconds.txt
