@@ -8,7 +8,11 @@
 # from its checkpoint). Sizes and seeds come from the environment:
 #   TRAIN, VALIDATION, TEST (default: the dataset's, below) SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
 #   GPUS=<all the machine has>  (seeds shared out over them, one study a GPU, side by side)
-#   MODEL=embedded  (or a local model folder: a smoke test of every stage on a tiny random Gemma 3)
+#   MODEL=embedded  (or a local model folder; or random:<shape of ftbench.bench.SHAPES>, e.g. random:gemma3-1b for
+#                    issue 13's seed-shaped study, random:tiny for a smoke test: random weights and TOKENIZER's
+#                    tokenizer, built once into /tmp/random-<shape>)
+#   PEER_S=0  (seconds for the stock recipe, ../shared/bench/peer_bench.py as .gpu/peer_bench.py, on the study's
+#              training rows after a `dvc repro` that finished: issue 13's ratios come from the same call)
 #   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields; TRAIN=5000 VALIDATION=200 TEST=1000)
 #         | alpaca (.gpu/alpaca_en_demo.json, 999 rows; TRAIN=700 VALIDATION=20 TEST=250: 970 fit 512 tokens)
 #   WARM=1  (default: python -m ftbench.warm dvc repro, imports once; on a GPU host only those that leave CUDA
@@ -43,6 +47,15 @@ if [ -z "${STUDY_CHILD:-}" ] && [ "$GPUS" -gt 1 ]; then
   wait
   tail -n 30 "${OUT:-/tmp}"/gpu*.log
   exit 0
+fi
+if [[ "${MODEL:-}" == random:* ]]; then  # random weights of a bench shape with the real tokenizer
+  shape=${MODEL#random:} MODEL=/tmp/random-${MODEL#random:}
+  [ -d "$MODEL" ] || python3 -c "import sys; sys.path.insert(0, 'src')
+from transformers import AutoTokenizer
+from ftbench.bench import build_model
+build_model('$shape', AutoTokenizer.from_pretrained('${TOKENIZER:?random weights need TOKENIZER}'), '$MODEL.new')" &&
+    mv "$MODEL.new" "$MODEL" || exit 3
+  export MODEL
 fi
 if [ ! -d "$STUDY" ]; then
   mkdir -p "$STUDY" && tar cf - --exclude=./.whl --exclude=./.git --exclude=./.venv --exclude=./.gpu/gguf . |
@@ -88,11 +101,26 @@ start=$(date +%s.%N)
 # TARGETS: stages to reach first, when time is short; WARM=1: the stages in a warm server's children
 warm=(); [ "${WARM:-1}" = 1 ] && warm=(python3 -m ftbench.warm)
 timeout "${STUDY_S:-540}" "${warm[@]}" python3 -m dvc repro ${TARGETS:-}
-echo "dvc repro rc=$?"
+rc=$?
+echo "dvc repro rc=$rc"
 # the study's `dvc repro` time is the sum over the calls that ran it
 python3 -c "print($(date +%s.%N) - $start)" >> repro_seconds.txt
 python3 bench/stage_table.py "$(python3 -c "print(sum(map(float, open('repro_seconds.txt'))))")" | tee stage_table.md
+if [ "$rc" = 0 ] && [ "${PEER_S:-0}" -gt 0 ]; then
+  # the stock recipe reads Alpaca-style JSON: the study's own training rows (the data stage's), in that form
+  python3 - <<'PY' || exit 4
+import json, sys
+sys.path.insert(0, "src")
+from ftbench import config, paths
+name = next(iter(config.load().data.datasets))
+rows = [json.loads(line) for line in open(paths.split_file(name, "train"))]
+alpaca = [{"instruction": r["messages"][-1]["content"], "input": "", "output": r["answer"]} for r in rows]
+json.dump(alpaca, open("/tmp/peer-rows.json", "w"))
+PY
+  timeout "$PEER_S" python3 .gpu/peer_bench.py --methods qlora,galore --steps 6 --seq 512 --data /tmp/peer-rows.json \
+    --tokenizer "${TOKENIZER:-models/base}" 2>&1 | grep '^{"' | tee peer.jsonl
+fi
 if [ -n "${OUT:-}" ]; then
   # $OUT takes at most 8 files: one archive of what results/ publishes, even after a timeout
-  tar czf "$OUT/study${STUDY_CHILD:+-g$STUDY_CHILD}.tgz" params.yaml dvc.lock metrics stage_table.md repro_seconds.txt 2>/dev/null
+  tar czf "$OUT/study${STUDY_CHILD:+-g$STUDY_CHILD}.tgz" params.yaml dvc.lock metrics stage_table.md repro_seconds.txt peer.jsonl 2>/dev/null
 fi
