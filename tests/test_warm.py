@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ftbench import handover, paths
+from ftbench import commands, handover, paths
 
 from .conftest import write_params
 from .test_pipeline import dvc_repo
@@ -25,6 +25,11 @@ def test_only_a_plain_stage_command_is_handed_over():
     assert handover.stage_module(["python", "-m", "other.train"]) is None
     assert handover.stage_module(["python", "-u", "-m", "ftbench.train"]) is None  # flags: it runs alone
     assert handover.stage_module(["python", "script.py"]) is None
+
+
+def test_every_pipeline_stage_is_one_the_server_takes():
+    # a stage added to commands.COMMANDS but not to handover.STAGES would silently run cold
+    assert set(handover.STAGES) == set(commands.COMMANDS) - {"bench"}
 
 
 def test_what_a_gpu_host_warms_leaves_bitsandbytes_unimported():

@@ -39,26 +39,28 @@ def compile_layers(model, p: config.Params) -> None:
             layer.compile(dynamic=True)
 
 
-def use_liger_kernels(model, p: config.Params) -> None:
+def use_liger_kernels(model, p: config.Params) -> bool:
     """`train.liger_kernels`: liger-kernel's Triton RMSNorm, GeGLU and RoPE in place of transformers' eager
     ones. A step at the seed's batch is bound by kernel launches, not FLOPs (BENCHMARKS.md), and eager
     Gemma 3 launches 3-10 kernels for each of a layer's six norms, its GeGLU and its RoPE, forward and
     backward. liger's own dispatcher picks the model type's patch (the one HF Trainer's
     `use_liger_kernel` calls); the output layer and loss stay ours (`train.fused_cross_entropy`).
     Not under `train.compile`, which fuses these ops itself: dynamo fails on liger's autograd functions
-    (seen on the H200 with torch 2.11)."""
-    if p.train.liger_kernels and liger_available() and not p.train.compile:
-        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    (seen on the H200 with torch 2.11). Returns whether the kernels are in, for the train record."""
+    if not (p.train.liger_kernels and liger_available() and not p.train.compile):
+        return False
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-        _apply_liger_kernel_to_instance(
-            model=causal_lm(model),
-            rope=True,
-            rms_norm=True,
-            geglu=True,
-            swiglu=True,
-            cross_entropy=False,
-            fused_linear_cross_entropy=False,
-        )
+    _apply_liger_kernel_to_instance(
+        model=causal_lm(model),
+        rope=True,
+        rms_norm=True,
+        geglu=True,
+        swiglu=True,
+        cross_entropy=False,
+        fused_linear_cross_entropy=False,
+    )
+    return True
 
 
 def init_dir(init: str, run: config.Run) -> Path:
@@ -250,7 +252,7 @@ def train_one(
     recipe = recipes.get(method.recipe)
     with st.record.phase("load"):
         model, optimizer, facts = recipe.setup(init, method, p, run.seed)
-        use_liger_kernels(model, p)
+        liger = use_liger_kernels(model, p)
         compile_layers(model, p)
         distributed.data_parallel(model, causal_lm(model).model)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
@@ -301,7 +303,7 @@ def train_one(
             causal_lm(model).config, recipe.weight_gradients, result["tokens"], targets
         ),
         "fused_cross_entropy": p.train.fused_cross_entropy and liger_available(),
-        "liger_kernels": p.train.liger_kernels and liger_available() and not p.train.compile,
+        "liger_kernels": liger,
         **recipe.facts_after(optimizer),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],
