@@ -15,6 +15,10 @@
 #              training rows after a `dvc repro` that finished: issue 13's ratios come from the same call)
 #   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields; TRAIN=5000 VALIDATION=200 TEST=1000)
 #         | alpaca (.gpu/alpaca_en_demo.json, 999 rows; TRAIN=700 VALIDATION=20 TEST=250: 970 fit 512 tokens)
+#   DVC_CACHE=  (a DVC cache folder shared by several studies of the same params, e.g. one a GPU, each given
+#                its share of the stages as TARGETS: a stage one study ran, the next `dvc repro` of another
+#                restores from DVC's run-cache instead of running it, so one study ends up holding them all)
+#   EVAL_BATCH=256  (evaluate.batch_size: prompts a generate call; 1,024 on a 1B model fits an H200 twice over)
 #   WARM=1  (default: python -m ftbench.warm dvc repro, imports once; on a GPU host only those that leave CUDA
 #            alone: a stage starts in 1-4 s instead of 16-21 s on the H200; WARM=0: each stage on its own)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
@@ -79,14 +83,13 @@ p["data"]["datasets"] = {name: {**p["data"]["datasets"]["builtin"], **source}}
 p["data"]["sizes"] = {k: int(os.environ.get(k.upper()) or n) for k, n in zip(("train", "validation", "test"), sizes)}
 p["data"]["max_length"] = 512
 # 256 prompts a generate call share each read of the weights; their KV cache is a few GiB on 270M
-p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=256)
-# a GaLore checkpoint writes every fp32 weight (1 GiB here): every 50 steps, not every 10, at 0.3 s a step
-p["train"]["checkpoint_every"] = 50
+p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=int(os.environ.get("EVAL_BATCH") or 256))
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
   rm -f metrics/resources/*.json  # the committed CPU records: the tables must hold this study's stages only
   echo /.gpu/ >> .gitignore
   git init -q && git add -A && git -c user.name=ftbench -c user.email=ftbench@localhost commit -qm study
+  [ -z "${DVC_CACHE:-}" ] || python3 -m dvc cache dir --local "$DVC_CACHE"
 else
   cd "$STUDY" || exit 1
 fi

@@ -129,7 +129,7 @@ def main() -> None:
     args = ap.parse_args()
 
     p0 = config.load(ROOT / "params.yaml")
-    p = p0.model_copy(update={"train": p0.train.model_copy(update={"checkpoint_every": 0, "log_every": 1})})
+    p = p0.model_copy(update={"train": p0.train.model_copy(update={"checkpoint_every_s": 0, "log_every": 1})})
     # one-example steps: the shortest real steps, where logging's share of the step is largest
     method = p.methods["qlora"].model_copy(update={"batch_size": 1, "grad_accum": 1})
     tokenizer = tokenizer_from(args.tokenizer)

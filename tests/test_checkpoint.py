@@ -9,13 +9,17 @@ import time
 import pytest
 import torch
 
-from ftbench import checkpoint, config, paths
+from ftbench import checkpoint, config, paths, recipes, train
+from ftbench.atomic import read_jsonl
 from ftbench.errors import UserError
 from ftbench.recipes.full import RECIPE as PLAIN  # a torch optimizer's own state (Recipe's default)
 
 from .conftest import write_params
 
-LONG = {"data.sizes": {"train": 16, "validation": 4, "test": 8}, "train.checkpoint_every": 1}
+LONG = {
+    "data.sizes": {"train": 16, "validation": 4, "test": 8},
+    "train.checkpoint_every_s": 1e-9,
+}  # every step
 
 
 def long_run(project, tiny_model_dir, method):
@@ -85,6 +89,24 @@ def test_killed_run_resumes_to_the_same_losses(prepared, project, tiny_model_dir
     assert in_run > 0 and in_record == in_run
 
 
+@pytest.mark.parametrize("every_s, saved_at_step", [(3600.0, None), (1e-9, 11)])
+def test_a_checkpoint_is_due_by_training_time_not_steps(prepared, every_s, saved_at_step):
+    p = prepared.model_copy(
+        update={"train": prepared.train.model_copy(update={"checkpoint_every_s": every_s})}
+    )
+    method = p.methods["qlora"].model_copy(update={"batch_size": 1, "grad_accum": 1})
+    recipe = recipes.get(method.recipe)
+    model, optimizer, _ = recipe.setup(paths.BASE, method, p, 0)
+    steps = train.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, 0)[:12]
+    where = checkpoint.folder("qlora", "builtin/seed0")
+    train.fit(recipe, model, optimizer, steps, "train@qlora", p, lambda *_: None, (where, "fp"))
+    # 12 steps: a step count (the former `checkpoint_every: 10`) would have saved at step 10 either way;
+    # an hour of training saves none, a tiny interval one after every step but the last
+    state = where / checkpoint.FILE
+    step = torch.load(state, weights_only=True)["step"] if state.exists() else None
+    assert step == saved_at_step
+
+
 def resumed_seconds(method: str) -> tuple[float, float]:
     run = json.loads((paths.TRAIN / f"{method}.json").read_text())["builtin/seed0"]
     record = json.loads((paths.RESOURCES / f"train-{method}.json").read_text())
@@ -94,7 +116,7 @@ def resumed_seconds(method: str) -> tuple[float, float]:
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(prepared, project, tiny_model_dir):
     long_run(project, tiny_model_dir, "qlora")
-    write_params(project, tiny_model_dir, **{**LONG, "train.checkpoint_every": 0})  # only the stop saves
+    write_params(project, tiny_model_dir, **{**LONG, "train.checkpoint_every_s": 0})  # only the stop saves
     proc = start(project, "qlora")
     while not proc.stderr.readline().startswith("train@qlora: "):  # the progress bar: training has begun
         assert proc.poll() is None, "training ended before it could be stopped"

@@ -233,7 +233,7 @@ def test_a_resumed_run_reports_the_tokens_per_s_of_the_whole_run(prepared, proje
     one_row_steps = {
         "methods.galore.batch_size": 1,
         "methods.galore.grad_accum": 1,
-        "train.checkpoint_every": 0,
+        "train.checkpoint_every_s": 0,
     }
     write_params(project, tiny_model_dir, **one_row_steps)
     p = config.load()

@@ -258,8 +258,8 @@ class TrainParams(Strict):
     """On a GPU with liger-kernel: output layer and cross-entropy in chunks, never all logits at once."""
     log_every: PositiveInt
     """Optimizer steps between loss records."""
-    checkpoint_every: Annotated[int, Field(ge=0)]
-    """Optimizer steps between resumable checkpoints in checkpoints/; 0 turns them off."""
+    checkpoint_every_s: Annotated[float, Field(ge=0)]
+    """Seconds of training between resumable checkpoints in checkpoints/; 0 = only on a stop signal."""
 
     @field_validator("betas", mode="before")
     @classmethod

@@ -165,6 +165,9 @@ def fit(
         {"curve": [], "tokens": 0},
     )
     start, seconds_before = time.perf_counter(), progress.setdefault("train_s", 0.0)
+    # a checkpoint is due by time, not steps: its cost (a write of every trainable weight and its optimizer
+    # state: 4 GB of fp32 weights alone for GaLore on 1B) is then a bounded share of the stage on any device
+    saved_at = start
     model.train()
     with StopRequest() as stop, bar(label, total, unit=" steps", initial=done) as steps_bar:
         for step, micro in enumerate(steps, 1):
@@ -190,10 +193,12 @@ def fit(
             steps_bar.update()
             # %-style: the line is formatted only when debug is on, not at every step
             LOG.debug("%s: step %d/%d loss %.4f", label, step, total, metrics["loss"])
-            every = p.train.checkpoint_every
+            every = p.train.checkpoint_every_s
+            due = every and time.perf_counter() - saved_at >= every and step < total
             stopping = distributed.sum_scalars(float(bool(stop.signal)))[0] > 0  # any rank stops them all
-            if (stopping or (every and step % every == 0 and step < total)) and distributed.is_main():
+            if (stopping or due) and distributed.is_main():  # the main rank's clock decides: it alone saves
                 checkpoint.save(ckpt[0], ckpt[1], step, recipe, model, optimizer, scheduler, progress)
+                saved_at = time.perf_counter()
             if stopping:
                 who = f"signal {stop.signal}" if stop.signal else "a signal to another rank"
                 raise UserError(

@@ -36,7 +36,7 @@ def test_full_resumes_from_a_checkpoint_to_the_uninterrupted_curve(prepared, pro
             "methods.full.batch_size": 1,
             "methods.full.grad_accum": 1,
             "methods.full.lr": 1e-3,
-            "train.checkpoint_every": 0,
+            "train.checkpoint_every_s": 0,
             "train.log_every": 1,
         },
     )

@@ -118,7 +118,7 @@ def test_a_stopped_run_resumes_both_optimizers_and_the_schedule(prepared, projec
             f"methods.{NAME}.lr": 1e-3,
             f"methods.{NAME}.lora_lr": 1e-2,
             f"methods.{NAME}.galore.update_proj_gap": 4,
-            "train.checkpoint_every": 0,
+            "train.checkpoint_every_s": 0,
             "train.log_every": 1,
             "train.schedule": "linear",
         },
