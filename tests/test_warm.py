@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ftbench import commands, handover, paths
+from ftbench import checkpoint, commands, handover, paths
 
 from .conftest import write_params
 from .test_pipeline import dvc_repo
@@ -171,7 +171,7 @@ def test_a_command_killed_takes_its_stage_with_it(server, project, tiny_model_di
 def test_a_timeout_of_the_wrapped_command_reaches_its_stage_and_stops_the_server(
     prepared, project, tiny_model_dir
 ):
-    """`timeout` signals its child only: `python -m ftbench.warm <command>` passes it on to the command."""
+    """A signal to the wrapper alone (a scheduler's): `python -m ftbench.warm <command>` passes it on."""
     long_training(project, tiny_model_dir)
     wrapper = subprocess.Popen(
         [sys.executable, "-m", "ftbench.warm", sys.executable, "-m", "ftbench.train", "lora"],
@@ -185,6 +185,31 @@ def test_a_timeout_of_the_wrapped_command_reaches_its_stage_and_stops_the_server
     assert wrapper.wait(timeout=300) != 0
     assert "checkpoint saved in checkpoints/lora/builtin-seed0, rerun to resume" in seen
     assert not psutil.pid_exists(server.pid)  # stopped and reaped
+
+
+@pytest.mark.slow
+def test_timeout_over_dvc_repro_returns_once_the_stage_has_saved(tmp_path, tiny_model_dir):
+    """`timeout` signals its whole process group: DVC dies at once and leaves its stage running, which
+    saves a checkpoint and stops. The server waits for that stage before it exits, so `timeout` returns
+    with the checkpoint on disk: a script (or a machine) that ends after it loses nothing."""
+    repo = dvc_repo(tmp_path, tiny_model_dir)
+    write_params(repo, tiny_model_dir, **{"methods.lora.epochs": 200})
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    command = ["timeout", "900", sys.executable, "-m", "ftbench.warm", "dvc", "repro", "train@lora"]
+    top = subprocess.Popen(command, cwd=repo, env=env, stderr=subprocess.PIPE, text=True)
+    until_training(top.stderr)
+    (server,) = [
+        p
+        for p in psutil.Process(top.pid).children(recursive=True)
+        if "--serve" in p.cmdline() and "--serve" not in p.parent().cmdline()
+    ]
+    (stage,) = server.children()
+    top.send_signal(signal.SIGTERM)  # relayed as on expiry: to its command, then to its whole group
+    assert top.wait(timeout=300) != 0
+    assert not psutil.pid_exists(stage.pid)  # ended and reaped before timeout returned
+    assert (repo / checkpoint.folder("lora", "builtin/seed0") / checkpoint.FILE).exists()
+    assert "checkpoint saved in checkpoints/lora/builtin-seed0" in top.stderr.read()
 
 
 @pytest.mark.slow

@@ -70,11 +70,20 @@ def serve(path: str) -> None:
     os.replace(f"{path}.new", path)  # the path appears listening: run_warm waits for it
     log(f"serving {path}")
     # Ctrl-C reaches every process of the terminal's group: the stages stop on it, the server serves on
-    # until run_warm stops it (SIGTERM), and so passes on the stages' exit statuses
+    # until run_warm stops it (SIGTERM), and so passes on the stages' exit statuses. A `timeout` signals
+    # its whole process group too, the server with the stages: SIGTERM therefore ends the serving, and the
+    # server exits only once the children it forked have (report_exit's threads are joined at exit), so a
+    # training stage saves its checkpoint and its command gets its status instead of being cut short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop_serving)
     while True:
         connection, _ = listener.accept()
         answer(connection, listener, own_env)
+
+
+def stop_serving(_signum, _frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one (run_warm's, after timeout's): no matter
+    raise SystemExit(0)
 
 
 def warm_imports() -> None:
@@ -126,7 +135,8 @@ def answer(connection: socket.socket, listener: socket.socket, own_env: dict) ->
         os.close(fd)
     log(f"{request['module']} (pid {child}) started")
     connection.sendall(f"{child}\n".encode())
-    threading.Thread(target=report_exit, args=(child, connection, request["module"]), daemon=True).start()
+    # not a daemon: the server's exit waits for it, so the child's status reaches its command
+    threading.Thread(target=report_exit, args=(child, connection, request["module"])).start()
 
 
 def run_child(request: dict, fds: list[int], connection: socket.socket) -> None:
