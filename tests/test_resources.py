@@ -21,7 +21,8 @@ def test_cpu_stage_record_has_time_memory_phases_and_null_gpu_fields(project):
     # the versions the numbers came from, as the report's provenance lists them
     assert f"torch {torch.__version__}" in saved["packages"] and "galore-torch 1.0" in saved["packages"]
     # the interpreter started before the stage's work: here, pytest's whole session so far
-    assert saved["startup_s"] > 0 and saved["started_at"] < saved["finished_at"]
+    # <=: both are rounded to 10 ms, and this stage's work can take less
+    assert saved["startup_s"] > 0 and saved["started_at"] <= saved["finished_at"]
     assert saved["finished_at"] - saved["started_at"] == pytest.approx(saved["wall_s"], abs=0.02)
     del blob
 
