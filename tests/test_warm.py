@@ -187,6 +187,14 @@ def test_a_timeout_of_the_wrapped_command_reaches_its_stage_and_stops_the_server
     assert not psutil.pid_exists(server.pid)  # stopped and reaped
 
 
+def dvc_env() -> dict:
+    """The environment a `dvc repro` of the test repo runs in: this interpreter's dvc first on PATH, and
+    no MLflow server of the session's."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
 @pytest.mark.slow
 def test_timeout_over_dvc_repro_returns_once_the_stage_has_saved(tmp_path, tiny_model_dir):
     """`timeout` signals its whole process group: DVC dies at once and leaves its stage running, which
@@ -194,8 +202,7 @@ def test_timeout_over_dvc_repro_returns_once_the_stage_has_saved(tmp_path, tiny_
     with the checkpoint on disk: a script (or a machine) that ends after it loses nothing."""
     repo = dvc_repo(tmp_path, tiny_model_dir)
     write_params(repo, tiny_model_dir, **{"methods.lora.epochs": 200})
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = dvc_env()
     command = ["timeout", "900", sys.executable, "-m", "ftbench.warm", "dvc", "repro", "train@lora"]
     top = subprocess.Popen(command, cwd=repo, env=env, stderr=subprocess.PIPE, text=True)
     until_training(top.stderr)
@@ -215,8 +222,7 @@ def test_timeout_over_dvc_repro_returns_once_the_stage_has_saved(tmp_path, tiny_
 @pytest.mark.slow
 def test_dvc_repro_under_the_warm_server_runs_its_stages_in_the_server(tmp_path, tiny_model_dir):
     repo = dvc_repo(tmp_path, tiny_model_dir)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = dvc_env()
     run = subprocess.run(
         [sys.executable, "-m", "ftbench.warm", "dvc", "repro", "data"],
         cwd=repo,
