@@ -30,7 +30,7 @@ def test_variants_override_params_and_bad_ones_are_one_line_errors(project):
     )
     with pytest.raises(UserError, match="no method 'nope'"):
         bench.with_overrides(p, "nope")
-    with pytest.raises(UserError, match=r"methods.galore.galore.svd: Input should be 'full' or 'lowrank'"):
+    with pytest.raises(UserError, match=r"methods.galore.galore.svd: Input should be 'full', 'gram' or"):
         bench.with_overrides(p, "galore:galore.svd=fast")
 
 

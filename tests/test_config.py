@@ -67,6 +67,16 @@ def test_project_params_load_with_the_seed_hyperparameters():
         (lambda p: p["merge"].update(galore={"base": "nf4"}), "merge needs a qlora method named galore"),
         (lambda p: p["methods"].update(base=p["methods"]["qlora"]), "not base or merged"),
         (lambda p: p["data"].update(overlong="wrap"), "data.overlong"),
+        (
+            lambda p: p["train"].update(cuda_graphs=True, gradient_checkpointing=True),
+            "cuda_graphs: true does not combine with gradient_checkpointing: true",
+        ),
+        (
+            lambda p: (
+                p["train"].update(cuda_graphs=True) or p["methods"]["galore"]["galore"].update(layerwise=True)
+            ),
+            "methods.galore.galore.layerwise: true does not combine with train.cuda_graphs: true",
+        ),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, mutate, expected):

@@ -16,8 +16,9 @@ from .conftest import write_params
 
 # A row has one fixed loss whatever process computes it; the sums only associate differently.
 TOLERANCE = dict(rel=1e-4, abs=1e-5)
-# GaLore's layerwise mode keeps one process (each rank would find its own basis)
 PEAK = 1e-4  # TFLOP/s: a made-up peak of the order of a CPU's, so MFU is large enough to check its arithmetic
+# GaLore's layerwise mode keeps one process (each rank would find its own basis); false is the default,
+# spelled out here as docs/several-gpus.md tells users to
 SEVERAL_GPUS = {f"methods.{m}.galore.layerwise": False for m in ("galore", "hybrid", "multi-adapter")}
 
 
@@ -103,7 +104,8 @@ def test_evaluation_shards_the_test_set_and_gathers_every_answer(prepared, proje
 
 
 def test_layerwise_galore_on_two_processes_is_refused_with_the_fix(prepared, project, tiny_model_dir):
-    write_params(project, tiny_model_dir, **{"resources.gpus": 2})
+    layerwise = {"methods.galore.galore.layerwise": True, "train.cuda_graphs": False}
+    write_params(project, tiny_model_dir, **{"resources.gpus": 2, **layerwise})
     done = stage(project, "ftbench.train", "qlora")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "galore.layerwise: true needs resources.gpus: 1" in done.stderr

@@ -91,16 +91,16 @@ def stock_galore_run(p, method, steps) -> tuple[list[float], list[float], torch.
     return losses, norms, model
 
 
-def test_default_galore_is_published_galore_with_accumulation_refreshes_and_clipping(prepared):
-    """ftbench's default GaLore (layerwise) takes the same steps as the stock optimizer after
-    clip_grad_norm_ of the full gradient, on refresh steps of several passes too."""
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_default_galore_is_published_galore_with_accumulation_refreshes_and_clipping(prepared, layerwise):
+    """ftbench's default GaLore (and its layerwise form) takes the same steps as the stock optimizer
+    after clip_grad_norm_ of the full gradient, on refresh steps of several passes too."""
     rows = read_jsonl(paths.split_file("builtin", "train"))
     steps = [[[rows[i] for i in rows_] for rows_ in step] for step in CLIPPED_RUN]
     method = prepared.methods["galore"]
-    method = method.model_copy(
-        update={"lr": 1e-2, "galore": method.galore.model_copy(update={"update_proj_gap": 2})}
-    )
-    assert method.galore.layerwise  # the default configuration, not the stock optimizer
+    assert method.galore.svd == "full" and not method.galore.layerwise  # the defaults
+    galore_settings = method.galore.model_copy(update={"update_proj_gap": 2, "layerwise": layerwise})
+    method = method.model_copy(update={"lr": 1e-2, "galore": galore_settings})
     p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_grad_norm": MAX_NORM})})
     stock_losses, stock_norms, stock_model = stock_galore_run(p, method, steps)
 
@@ -121,7 +121,7 @@ def test_default_galore_is_published_galore_with_accumulation_refreshes_and_clip
 def test_only_the_projected_accumulation_is_reported_as_a_deviation(prepared):
     method = prepared.methods["galore"]
     assert method.deviations() == [] and prepared.methods["qlora"].deviations() == []
-    projected = method.galore.model_copy(update={"accumulation": "projected"})
+    projected = method.galore.model_copy(update={"accumulation": "projected", "layerwise": True})
     (sentence,) = method.model_copy(update={"galore": projected}).deviations()
     assert "accumulation: projected" in sentence and "clipping" in sentence
     stock = projected.model_copy(update={"layerwise": False})  # the stock optimizer ignores the setting
@@ -129,7 +129,9 @@ def test_only_the_projected_accumulation_is_reported_as_a_deviation(prepared):
 
 
 def test_layerwise_frees_every_projected_gradient_during_backward(prepared):
-    model, optimizer, _ = galore.setup(paths.BASE, prepared.methods["galore"], prepared, seed=0)
+    method = prepared.methods["galore"]
+    method = method.model_copy(update={"galore": method.galore.model_copy(update={"layerwise": True})})
+    model, optimizer, _ = galore.setup(paths.BASE, method, prepared, seed=0)
     rows = read_jsonl(paths.split_file("builtin", "train"))[:2]
     answer_loss(model, rows).backward()
     projected = [t for g in optimizer.param_groups if "rank" in g for t in g["params"]]
@@ -137,20 +139,35 @@ def test_layerwise_frees_every_projected_gradient_during_backward(prepared):
     assert all(optimizer.state[t]["low_grad"].shape != t.shape for t in projected)
 
 
-def test_lowrank_svd_finds_the_same_subspace_as_full_svd():
+@pytest.mark.parametrize("svd", ["lowrank", "gram"])
+@pytest.mark.parametrize("tall", [True, False])
+def test_faster_svds_find_the_same_subspace_as_full_svd(svd, tall):
     torch.manual_seed(0)
     u, _ = torch.linalg.qr(torch.randn(256, 256))
     v, _ = torch.linalg.qr(torch.randn(64, 64))
     spectrum = torch.cat([torch.linspace(10, 5, 16), torch.full((48,), 1e-3)])
     grad = u[:, :64] @ torch.diag(spectrum) @ v.T  # 256 x 64: GaLore projects the right side
+    grad = grad if tall else grad.T  # 64 x 256: the left side
     bases, subspaces = {}, {}
-    for svd in ("full", "lowrank"):
-        proj = recipes.Projector(16, 200, 0.25, "std", svd=svd)
+    for kind in ("full", svd):
+        proj = recipes.Projector(16, 200, 0.25, "std", svd=kind)
         proj.project(grad, 0)
-        bases[svd] = proj.ortho_matrix
-        subspaces[svd] = proj.ortho_matrix.T @ proj.ortho_matrix  # projector onto the kept subspace
-    torch.testing.assert_close(subspaces["lowrank"], subspaces["full"], atol=1e-4, rtol=0)
-    assert not torch.equal(bases["lowrank"], bases["full"])  # another algorithm did find it
+        bases[kind] = basis = proj.ortho_matrix
+        subspaces[kind] = basis.T @ basis if tall else basis @ basis.T  # projector onto the kept subspace
+    torch.testing.assert_close(subspaces[svd], subspaces["full"], atol=1e-4, rtol=0)
+    assert not torch.equal(bases[svd], bases["full"])  # another algorithm did find it
+
+
+@pytest.mark.parametrize("type", ["left", "right", "full"])
+def test_the_gram_basis_is_the_svds_on_either_side_up_to_sign(type):
+    torch.manual_seed(0)
+    grad = torch.randn(48, 20)
+    u, _, vh = (t.float() for t in torch.linalg.svd(grad.double(), full_matrices=False))
+    for g, (left, right) in ((grad, (u[:, :8], vh[:8])), (grad.T, (vh[:8].T, u[:, :8].T))):
+        got = recipes._gram_basis(g, 8, type)
+        want = {"left": left, "right": right, "full": [left, right]}[type]
+        for a, b in zip(got if type == "full" else [got], want if type == "full" else [want], strict=True):
+            torch.testing.assert_close(a.abs(), b.abs(), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("layerwise", [False, True])

@@ -28,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
-from ftbench import commands, config, data, evaluate, recipes, resources, train
+from ftbench import commands, config, data, evaluate, graphs, recipes, resources, train
 from ftbench.atomic import atomic_path
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, load_model, load_tokenizer
@@ -184,6 +184,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         model, optimizer, _ = recipe.setup(base, method, p, seed=0)
         train.use_liger_kernels(model, p)
         train.compile_layers(model, p)
+        graphs.install(model, method, p)
         trainable = [t for g in optimizer.param_groups for t in g["params"]]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         model.train()
@@ -215,6 +216,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         "refresh_s": round(refresh_s, 2) if gap else None,
         "refresh_share": round(1 - seconds / amortised, 4) if gap else None,
         "final_loss": round(losses[-1], 4),
+        "graph_lengths": graphs.lengths(model),
         **_memory(sampler),
     }
     if p.train.fused_cross_entropy:

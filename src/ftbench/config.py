@@ -102,15 +102,17 @@ class GaloreParams(Strict):
     """Which side of each matrix is projected."""
     train_embedding: bool = False
     """Train the (tied) token embedding with plain AdamW."""
-    layerwise: bool = True
+    layerwise: bool = False
     """Project and free each matrix's gradient during backward instead of holding the full gradient."""
     accumulation: Literal["full", "projected"] = "full"
     """With layerwise: `full` projects each matrix's gradient once, on the step's last backward pass, so
     clipping and projection refreshes see the whole step's gradient (GaLore as published); `projected`
     projects on every pass (no full gradient even with several passes per step), but a refresh takes
     its basis from the step's first pass and clipping uses the projected gradients' norm (a deviation)."""
-    svd: Literal["full", "lowrank"] = "full"
-    """Projection refresh by full SVD (GaLore's) or randomized torch.svd_lowrank (faster, approximate)."""
+    svd: Literal["full", "gram", "lowrank"] = "full"
+    """Projection refresh by full SVD (galore-torch's), by the eigenvectors of the smaller Gram matrix (the
+    same subspace, faster; the vectors' signs differ, so steps after a refresh differ), or by randomized
+    torch.svd_lowrank (faster still, approximate)."""
 
 
 class MethodBase(Strict):
@@ -252,6 +254,11 @@ class TrainParams(Strict):
     = batch_size rows a pass. Set, it (not batch_size) bounds training activation memory."""
     compile: bool
     """torch.compile each decoder layer: fewer kernel launches, a compile on the first steps."""
+    cuda_graphs: bool
+    """On a GPU: replay each training pass's decoder forward and backward as CUDA graphs, one launch in
+    place of thousands; passes are padded to fixed shapes (ftbench.graphs)."""
+    graph_bucket_tokens: PositiveInt
+    """Under cuda_graphs, passes are padded up to a multiple of this many tokens: one graph per length."""
     liger_kernels: bool
     """On a GPU with liger-kernel: its Triton RMSNorm, GeGLU and RoPE in training, one launch each."""
     fused_cross_entropy: bool
@@ -260,6 +267,15 @@ class TrainParams(Strict):
     """Optimizer steps between loss records."""
     checkpoint_every_s: Annotated[float, Field(ge=0)]
     """Seconds of training between resumable checkpoints in checkpoints/; 0 = only on a stop signal."""
+
+    @model_validator(mode="after")
+    def _graphs(self) -> TrainParams:
+        # a recomputed pass restores the RNG state, which a graph capture cannot; a compiled layer is
+        # torch.compile's own graphs
+        for other in ("gradient_checkpointing", "compile"):
+            if self.cuda_graphs and getattr(self, other):
+                raise ValueError(f"cuda_graphs: true does not combine with {other}: true; set one false")
+        return self
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -343,6 +359,12 @@ class Params(Strict):
                 source = method.init.split("/", 1)[1]
                 if source not in self.merge:
                     raise ValueError(f"methods.{name}.init: add `merge: {{{source}: ...}}` to produce it")
+        for name, method in self.methods.items():
+            if self.train.cuda_graphs and isinstance(method, GaloreMethod) and method.galore.layerwise:
+                raise ValueError(
+                    f"methods.{name}.galore.layerwise: true does not combine with train.cuda_graphs: true "
+                    "(its hooks would step inside the recorded backward); set one of them false"
+                )
         if self.resources.gpus not in (1, "auto"):
             for name, method in self.methods.items():
                 if isinstance(method, GaloreMethod) and method.galore.layerwise:

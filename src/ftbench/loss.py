@@ -9,7 +9,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from ftbench import distributed, packing
+from ftbench import distributed, graphs, packing
 from ftbench.errors import UserError
 from ftbench.loading import device
 from ftbench.packing import causal_lm, pack
@@ -28,11 +28,18 @@ def answer_loss(model, rows: list[dict], fused: bool = False) -> torch.Tensor:
     """
     packing.use(model)  # packed rows through sdpa would attend across rows
     lm = causal_lm(model)
-    batch = pack(rows, device())
     # the output head is applied outside the decoder, to answer positions only
-    decoder = distributed.wrapped_decoder(model) or lm.model
-    out = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **batch["attention"])
-    hidden, targets = out.last_hidden_state[0, batch["scored"]], batch["targets"]
+    if graphed := graphs.for_pass(model):
+        static = graphed.shape(rows)
+        batch = pack(rows, device(), static)
+        hidden = graphed(batch, static)
+    else:
+        batch = pack(rows, device())
+        decoder = distributed.wrapped_decoder(model) or lm.model
+        hidden = decoder(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], **batch["attention"]
+        ).last_hidden_state
+    hidden, targets = hidden[0, batch["scored"]], batch["targets"]
     cap = getattr(lm.config, "final_logit_softcapping", None)
     if fused and liger_available():
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy

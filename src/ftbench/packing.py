@@ -16,6 +16,7 @@ transformers builds no attention mask for an attention function it has no mask f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -27,18 +28,29 @@ from transformers import AttentionInterface
 from ftbench import chat
 
 ATTENTION = "ftbench_packed"
+PAD_ID = 0  # Gemma's <pad>: the filler rows of a fixed-shape pass; they carry no labels
 
 
-def pack(rows: list[dict], device: torch.device) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """A fixed pass shape, which a CUDA graph needs (ftbench.graphs): `tokens` tokens in `rows` rows,
+    the pass's own rows followed by filler rows of at least one token each."""
+
+    tokens: int
+    rows: int
+
+
+def pack(rows: list[dict], device: torch.device, static: Static | None = None) -> dict:
     """One packed row from `rows`: ids, per-row positions, labels on answer tokens, and the row bounds the
     attention needs. Everything is built on the CPU and copied once: the loss never syncs with the GPU
-    to find its answer positions."""
+    to find its answer positions. With `static`, filler rows pad the pass to that shape."""
     lengths = [len(r["input_ids"]) for r in rows]
-    starts = list(itertools.accumulate(lengths, initial=0))
-    ids = torch.tensor([t for r in rows for t in r["input_ids"]])
-    positions = torch.cat([torch.arange(n) for n in lengths])
+    filler = _filler_lengths(sum(lengths), len(rows), static) if static else []
+    starts = list(itertools.accumulate(lengths + filler, initial=0))
+    ids = torch.tensor([t for r in rows for t in r["input_ids"]] + [PAD_ID] * sum(filler), dtype=torch.long)
+    positions = torch.cat([torch.arange(n) for n in lengths + filler])
     labels = torch.full_like(ids, chat.IGNORE)
-    for r, start, end in zip(rows, starts[:-1], starts[1:], strict=True):
+    for r, start, end in zip(rows, starts, starts[1:], strict=False):  # filler rows get no labels
         # max(.., 1): a row's first token is never a target, so the last token of the row before it
         # never learns to predict it
         first = start + max(r["prompt_len"], 1)
@@ -55,10 +67,20 @@ def pack(rows: list[dict], device: torch.device) -> dict:
         "attention": {
             "cu_seq_lens_q": bounds,
             "cu_seq_lens_k": bounds,
-            "max_length_q": max(lengths),
-            "max_length_k": max(lengths),
+            # a graph replays the kernels' launch arguments: under `static` the bound is fixed
+            "max_length_q": static.tokens if static else max(lengths),
+            "max_length_k": static.tokens if static else max(lengths),
         },
     }
+
+
+def _filler_lengths(used: int, n_rows: int, static: Static) -> list[int]:
+    """Lengths of the filler rows that pad `n_rows` rows of `used` tokens to `static`: one long row and
+    the rest a token each. No row is empty, so no attention kernel sees a zero-length row."""
+    rows, tokens = static.rows - n_rows, static.tokens - used
+    if rows < 1 or tokens < rows:
+        raise ValueError(f"{n_rows} rows of {used} tokens do not fit the pass shape {static}")
+    return [tokens - rows + 1] + [1] * (rows - 1)
 
 
 def use(model) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler
 
-from ftbench import checkpoint, commands, config, distributed, paths, recipes, resources, tracking
+from ftbench import checkpoint, commands, config, distributed, graphs, paths, recipes, resources, tracking
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import configure_attention, device, load_tokenizer
@@ -237,7 +237,7 @@ def train_step(
     if math.isfinite(step_loss):
         optimizer.step()
         scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=not graphs.keeps_gradients(model))
     return {
         "loss": step_loss,
         "lr": scheduler.get_last_lr()[0],
@@ -260,6 +260,7 @@ def train_one(
         liger = use_liger_kernels(model, p)
         compile_layers(model, p)
         distributed.data_parallel(model, causal_lm(model).model)
+        graphed = graphs.install(model, method, p)
     rows = read_jsonl(paths.split_file(run.dataset, "train"))
     steps = optimizer_steps(rows, method, p, run.seed)
     where = checkpoint.folder(name, run.key)
@@ -309,6 +310,8 @@ def train_one(
         ),
         "fused_cross_entropy": p.train.fused_cross_entropy and liger_available(),
         "liger_kernels": liger,
+        "cuda_graphs": graphed,
+        "graph_lengths": graphs.lengths(model),
         **recipe.facts_after(optimizer),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],

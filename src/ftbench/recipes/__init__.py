@@ -258,7 +258,8 @@ class Projector(GaLoreProjector):
     """galore-torch's projector with a choice of SVD, a timer, and projection without a refresh.
 
     `svd="lowrank"` replaces the full `torch.linalg.svd` of each refresh with randomized
-    `torch.svd_lowrank`, which only finds the `rank` directions GaLore keeps.
+    `torch.svd_lowrank`, which only finds the `rank` directions GaLore keeps. `svd="gram"` finds the
+    same singular vectors as the full SVD from the smaller Gram matrix (_gram_basis).
     """
 
     def __init__(self, rank: int, update_proj_gap: int, scale: float, proj_type: str, svd: str = "full"):
@@ -278,6 +279,8 @@ class Projector(GaLoreProjector):
         t0 = resources.synced_clock()
         if self.svd == "full":
             basis = super().get_orthogonal_matrix(weights, rank, type)
+        elif self.svd == "gram":
+            basis = _gram_basis(weights, rank, type)
         else:
             basis = _lowrank_basis(weights, rank, type)
         self.svd_s += resources.synced_clock() - t0
@@ -294,6 +297,31 @@ def _lowrank_basis(weights: torch.Tensor, rank: int, type: str):
         u, _, v = torch.svd_lowrank(weights.float(), q=q, niter=2)
     left, right = u[:, :rank].to(weights.dtype), v[:, :rank].T.contiguous().to(weights.dtype)
     return {"left": left, "right": right, "full": [left, right]}[type]
+
+
+def _gram_basis(weights: torch.Tensor, rank: int, type: str):
+    """GaLoreProjector.get_orthogonal_matrix's bases from an eigendecomposition of the smaller Gram
+    matrix (G Gᵀ for a wide G, Gᵀ G for a tall one): its eigenvectors are G's singular vectors on that
+    side, its eigenvalues their squared singular values. The same subspace as the full SVD (up to each
+    vector's sign) without the SVD of the whole matrix: a 1152 x 6912 gradient needs a 1152 x 1152
+    symmetric eigensolve and one matmul. GaLore's `std` projection always keeps the smaller side, so
+    the other side (`full`, or `left` of a tall matrix) costs one more matmul, divided by the values."""
+    g = weights.float()
+    wide = g.shape[0] <= g.shape[1]
+    values, vectors = torch.linalg.eigh(g @ g.T if wide else g.T @ g)  # ascending
+    kept = min(rank, vectors.shape[1])
+    top = vectors[:, -kept:].flip(1)  # largest first, as the SVD orders them
+    values = values[-kept:].flip(0).clamp_min(torch.finfo(g.dtype).tiny).sqrt()
+
+    def left():
+        return top if wide else g @ top / values
+
+    def right():
+        return (top.T @ g) / values[:, None] if wide else top.T.contiguous()
+
+    sides = {"left": left, "right": right, "full": lambda: [left(), right()]}
+    basis = sides[type]()
+    return [b.to(weights.dtype) for b in basis] if type == "full" else basis.to(weights.dtype)
 
 
 class AccumulatingGaLoreAdamW(GaLoreAdamW):

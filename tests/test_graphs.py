@@ -1,0 +1,103 @@
+"""train.cuda_graphs on the CPU: the fixed-shape passes a graph replays, and the training path through
+them. Recording a graph needs CUDA; here the "graph" is the same decoder run eagerly (EagerGraphs), so
+everything around the recording (padding, bucketing, the loss on the graphed output, which passes take
+it) runs on the real recipe. The recording itself ran on the H200 (BENCHMARKS.md)."""
+
+import pytest
+import torch
+
+from ftbench import graphs, packing, paths, train
+from ftbench.atomic import read_jsonl
+from ftbench.errors import UserError
+from ftbench.loss import answer_loss, mean_loss
+from ftbench.recipes import qlora
+
+ROWS = [
+    {"input_ids": [5, 6, 7, 8, 9], "prompt_len": 2},
+    {"input_ids": [10, 11, 12], "prompt_len": 1},
+]
+
+
+class EagerGraphs(graphs.Graphs):
+    """Graphs whose recorded pass is the same decoder run eagerly, on the same fixed-shape inputs."""
+
+    def _record(self, static: packing.Static):
+        body = graphs.Decoder(self.decoder, static.tokens)
+
+        def run(batch: dict) -> torch.Tensor:
+            return body(batch["input_ids"], batch["position_ids"], batch["attention"]["cu_seq_lens_q"])
+
+        self.graphed[static.tokens] = run
+        return run
+
+
+def test_a_static_pass_is_the_packed_pass_followed_by_filler_rows():
+    plain = packing.pack(ROWS, torch.device("cpu"))
+    static = packing.pack(ROWS, torch.device("cpu"), packing.Static(tokens=16, rows=5))
+    assert static["input_ids"].shape == (1, 16)
+    assert static["input_ids"][0, :8].tolist() == plain["input_ids"][0].tolist()
+    assert static["input_ids"][0, 8:].eq(packing.PAD_ID).all()
+    # 3 filler rows, none empty; positions restart in each; no labels in them
+    assert static["attention"]["cu_seq_lens_q"].tolist() == [0, 5, 8, 14, 15, 16]
+    assert static["position_ids"][0, 8:].tolist() == [0, 1, 2, 3, 4, 5, 0, 0]
+    assert torch.equal(static["scored"], plain["scored"]) and torch.equal(static["targets"], plain["targets"])
+    assert static["attention"]["max_length_q"] == 16  # fixed for the graph, not the longest row
+    with pytest.raises(ValueError, match="do not fit"):
+        packing.pack(ROWS, torch.device("cpu"), packing.Static(tokens=9, rows=4))
+
+
+def test_pass_shapes_round_up_to_the_bucket_with_room_for_the_filler_rows(prepared):
+    model, _, _ = qlora.RECIPE.setup(paths.BASE, prepared.methods["qlora"], prepared, seed=0)
+    g = graphs.Graphs(model, rows=17, bucket=512)
+    assert g.shape(ROWS) == packing.Static(tokens=512, rows=17)
+    # 500 tokens in one row leave 12 for 16 filler rows: the next bucket
+    assert g.shape([{"input_ids": [1] * 500, "prompt_len": 1}]) == packing.Static(tokens=1024, rows=17)
+
+
+def test_graphed_training_follows_the_eager_loss_curve_and_validates_eagerly(prepared):
+    """QLoRA's first steps through fixed-shape passes give the eager curve: the filler rows reach no
+    real row's attention and no loss. Validation (eval mode, no gradients) takes no graph."""
+    method = prepared.methods["qlora"]
+    method = method.model_copy(update={"lr": 1e-2, "lora": method.lora.model_copy(update={"dropout": 0.0})})
+    p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_steps": 3})})
+    rows = read_jsonl(paths.split_file("builtin", "train"))
+    steps = train.optimizer_steps(rows, method, p, seed=0)
+    curves, validation = [], []
+    for graphed in (True, False):
+        model, optimizer, _ = qlora.RECIPE.setup(paths.BASE, method, p, seed=0)
+        if graphed:
+            graphs._GRAPHS[model] = EagerGraphs(model, method.batch_size * method.grad_accum + 1, 64)
+        trainable = [t for g in optimizer.param_groups for t in g["params"]]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        model.train()
+        fit = [train.train_step(qlora.RECIPE, model, optimizer, scheduler, trainable, s, p) for s in steps]
+        curves.append([m["loss"] for m in fit])
+        validation.append(mean_loss(model, rows[:8], method.batch_size))
+        if graphed:
+            # the gradients stay allocated between steps: a recorded backward adds into them
+            assert all(t.grad is not None and not t.grad.any() for t in trainable)
+            lengths = graphs.lengths(model)
+            assert lengths and all(n % 64 == 0 for n in lengths)
+            with torch.no_grad():
+                answer_loss(model, rows[:2])
+            assert graphs.lengths(model) == lengths  # no new shape: the no-grad pass ran eagerly
+    assert curves[0][-1] != curves[0][0]  # it learned
+    torch.testing.assert_close(curves[0], curves[1], rtol=1e-4, atol=1e-5)
+    assert validation[0] == pytest.approx(validation[1], rel=1e-4)
+
+
+def test_cuda_graphs_have_no_effect_without_a_gpu(prepared):
+    p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"cuda_graphs": True})})
+    model, _, _ = qlora.RECIPE.setup(paths.BASE, p.methods["qlora"], p, seed=0)
+    assert not torch.cuda.is_available()
+    assert graphs.install(model, p.methods["qlora"], p) is False and graphs.for_pass(model) is None
+
+
+def test_a_pass_that_cannot_be_recorded_is_one_line_naming_the_setting(prepared):
+    """Here no CUDA can record at all; on a GPU an op that waits for it fails the same way."""
+    model, _, _ = qlora.RECIPE.setup(paths.BASE, prepared.methods["qlora"], prepared, seed=0)
+    with pytest.raises(
+        UserError, match=r"^train.cuda_graphs: recording a 512-token pass failed \(.+\); set"
+    ) as err:
+        graphs.Graphs(model, rows=17, bucket=512)._record(packing.Static(tokens=512, rows=17))
+    assert "\n" not in str(err.value)
