@@ -419,7 +419,9 @@ def test_html_report_renders_in_headless_chromium(project):
 
 
 def test_conventions_name_a_method_that_is_not_galore_as_published(project, tiny_model_dir):
-    write_params(project, tiny_model_dir, **{"methods.hybrid.galore.accumulation": "projected"})
+    projected = {"accumulation": "projected", "layerwise": True}  # the accumulation only applies layerwise
+    overrides = {f"methods.hybrid.galore.{k}": v for k, v in projected.items()}
+    write_params(project, tiny_model_dir, **overrides, **{"train.cuda_graphs": False})
     p = config.load()
     fabricate_stage_outputs(p)
     conventions = report.run(p).split("## Quality")[0]
