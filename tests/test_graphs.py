@@ -25,7 +25,7 @@ class EagerGraphs(graphs.Graphs):
         body = graphs.Decoder(self.decoder, static.tokens)
 
         def run(batch: dict) -> torch.Tensor:
-            return body(batch["input_ids"], batch["position_ids"], batch["attention"]["cu_seq_lens_q"])
+            return body(*graphs.inputs(batch))
 
         self.graphed[static.tokens] = run
         return run

@@ -31,7 +31,7 @@ WARM_UP_PASSES = 2
 
 
 class Decoder(torch.nn.Module):
-    """The decoder as `make_graphed_callables` takes it: tensors in, one tensor out, no hooks of its own.
+    """The decoder as a recording takes it: a packed pass's tensors (`inputs`) in, hidden states out.
     `tokens` is the pass length the attention kernel is launched for (a graph fixes it)."""
 
     def __init__(self, decoder: torch.nn.Module, tokens: int) -> None:
@@ -62,7 +62,7 @@ class Graph:
 
     def __init__(self, decoder: torch.nn.Module, static: packing.Static, pool) -> None:
         sample = packing.pack([], decoder.embed_tokens.weight.device, static)  # filler rows only
-        self.inputs = (sample["input_ids"], sample["position_ids"], sample["attention"]["cu_seq_lens_q"])
+        self.inputs = inputs(sample)
         body = Decoder(decoder, static.tokens)
         # no autocast cache: a recorded cast would point at a cache entry freed after the step
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
@@ -76,8 +76,7 @@ class Graph:
         self.hidden = hidden.detach()
 
     def __call__(self, batch: dict) -> torch.Tensor:
-        new = (batch["input_ids"], batch["position_ids"], batch["attention"]["cu_seq_lens_q"])
-        for static, given in zip(self.inputs, new, strict=True):
+        for static, given in zip(self.inputs, inputs(batch), strict=True):
             static.copy_(given)
         return _Replay.apply(self, _anchor(self.hidden.device))
 
@@ -115,6 +114,11 @@ class _Replay(torch.autograd.Function):
         ctx.graph.grad.copy_(grad)
         ctx.graph.backward.replay()
         return None, None
+
+
+def inputs(batch: dict) -> tuple[torch.Tensor, ...]:
+    """A packed pass's tensors in Decoder's order."""
+    return batch["input_ids"], batch["position_ids"], batch["attention"]["cu_seq_lens_q"]
 
 
 @functools.cache
