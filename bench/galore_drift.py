@@ -6,7 +6,7 @@ cut short still reports every step it finished. Run it in a project folder that 
 data/ (`python -m ftbench.model`, `python -m ftbench.data`); it writes nothing.
 
 usage: python bench/galore_drift.py STEPS [MICRO_BATCH_TOKENS|null]
-  MICRO_BATCH_TOKENS overrides train.micro_batch_tokens; null = batch_size rows per forward pass, the
+  MICRO_BATCH_TOKENS overrides methods.galore.micro_batch_tokens; null = batch_size rows per forward pass, the
   several passes per step where the two modes differ.
 """
 
@@ -44,13 +44,12 @@ def arm(p: config.Params, method: config.MethodParams, accumulation: str, total:
 
 def main(n_steps: int, budget: str | None) -> None:
     p = config.load()
-    train_settings = {"max_steps": n_steps}
-    if budget is not None:
-        train_settings["micro_batch_tokens"] = None if budget == "null" else int(budget)
-    p = p.model_copy(update={"train": p.train.model_copy(update=train_settings)})
+    p = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": n_steps})})
     dataset = next(iter(p.data.datasets))
     rows = read_jsonl(paths.split_file(dataset, "train"))
     method = p.methods["galore"]
+    if budget is not None:
+        method = method.model_copy(update={"micro_batch_tokens": None if budget == "null" else int(budget)})
     per_step = method.batch_size * method.grad_accum
     method = method.model_copy(update={"epochs": math.ceil(n_steps * per_step / len(rows))})
     steps = train.optimizer_steps(rows, method, p, seed=0)
@@ -58,7 +57,7 @@ def main(n_steps: int, budget: str | None) -> None:
     arms = {a: arm(p, method, a, len(steps)) for a in ARMS}
     print(
         f"galore on {dataset}: {len(rows)} rows, {len(steps)} steps of {per_step} rows, "
-        f"micro_batch_tokens {p.train.micro_batch_tokens}, max_grad_norm {p.train.max_grad_norm}",
+        f"micro_batch_tokens {method.micro_batch_tokens}, max_grad_norm {p.train.max_grad_norm}",
         flush=True,
     )
     print(

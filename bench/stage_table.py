@@ -4,7 +4,10 @@ Each record's wall_s is the stage's work inside its Python process (resources.me
 startup_s the time from that process's start to the work: the interpreter, imports, CUDA start-up and
 params. What the `dvc repro` took beyond both is DVC's: hashing deps and outputs, linking outputs into
 the cache, the processes' exits, and the report stage (it reads metrics/resources, so it writes no
-record there). Prints a markdown table, then one JSON line.
+record there). DVC's share is split at the recorded stages' span (the first one's process start to the
+last one's end): between them, and outside it (DVC's start, the report, and a stage stopped before its
+record: a `dvc repro` cut short by a timeout leaves its last stage's time there, not between stages).
+Prints a markdown table, then one JSON line.
 
 usage: python bench/stage_table.py TOTAL_SECONDS [--resources metrics/resources]
 (TOTAL_SECONDS: the `dvc repro` wall time, measured around it; see bench/h200_repro.sh)
@@ -43,7 +46,25 @@ def summary(records: list[dict], total_s: float) -> dict:
         "overhead_share": round((total_s - stages_s) / total_s, 4),
         "startup_s": round(startup_s, 1),
         "dvc_s": round(total_s - stages_s - startup_s, 1),
+        **span_split(records, stages_s + startup_s, total_s),
         "stages": {r["stage"]: r["wall_s"] for r in records},
+    }
+
+
+def span_split(records: list[dict], worked_s: float, total_s: float) -> dict:
+    """DVC's time between the recorded stages and outside their span, and the overhead share within it
+    (start-up and DVC between stages over the span); {} for records without start times."""
+    if not all("started_at" in r for r in records):
+        return {}
+    first = min(records, key=lambda r: r["started_at"])
+    span = max(r["finished_at"] for r in records) - (first["started_at"] - first.get("startup_s", 0.0))
+    return {
+        "span_s": round(span, 1),
+        "dvc_between_s": round(span - worked_s, 1),
+        "outside_span_s": round(total_s - span, 1),
+        "overhead_share_in_span": round(
+            (span - worked_s + sum(r.get("startup_s", 0.0) for r in records)) / span, 4
+        ),
     }
 
 
@@ -67,6 +88,14 @@ def markdown(records: list[dict], s: dict) -> str:
         f"| **DVC** (hashing, caching, exits) + report | {s['dvc_s']} | {s['dvc_s'] / total:.1%} | | | | |",
         f"| **`dvc repro`** | {total} | 100% | | | | |",
     ]
+    if "span_s" in s:
+        lines += [
+            "",
+            f"DVC between the recorded stages: {s['dvc_between_s']} s of their {s['span_s']} s span; "
+            f"start-up and DVC are {s['overhead_share_in_span']:.1%} of it. Outside the span: "
+            f"{s['outside_span_s']} s "
+            "(DVC's start, the report, a stage stopped before its record).",
+        ]
     return "\n".join(lines)
 
 

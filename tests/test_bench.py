@@ -9,9 +9,9 @@ from ftbench.errors import UserError
 
 
 def test_steps_are_the_train_stages_own_rows_per_step_and_passes(project):
-    p = config.load()  # the tiny params: 4 x 2 rows a step, passes of train.micro_batch_tokens
+    p = config.load()  # the tiny params: 4 x 2 rows a step, passes of micro_batch_tokens
     rows = [{"input_ids": [1] * n, "prompt_len": 2} for n in (30, 90, 10, 60, 120, 45, 70, 20) * 2]
-    name, q = bench.with_overrides(p, "qlora:train.micro_batch_tokens=200")
+    name, q = bench.with_overrides(p, "qlora:micro_batch_tokens=200")
     method = q.methods[name]
     steps = bench.optimizer_steps(rows, method, q, 5)
     # 5 steps need 40 rows: 3 epochs of the 16, cut exactly as the train stage cuts them
@@ -24,10 +24,9 @@ def test_steps_are_the_train_stages_own_rows_per_step_and_passes(project):
 
 def test_variants_override_params_and_bad_ones_are_one_line_errors(project):
     p = config.load()
-    name, q = bench.with_overrides(p, "galore:galore.svd=lowrank,train.micro_batch_tokens=512")
-    assert (
-        name == "galore" and q.methods["galore"].galore.svd == "lowrank" and q.train.micro_batch_tokens == 512
-    )
+    name, q = bench.with_overrides(p, "galore:galore.svd=lowrank,micro_batch_tokens=512")
+    method = q.methods["galore"]
+    assert name == "galore" and method.galore.svd == "lowrank" and method.micro_batch_tokens == 512
     with pytest.raises(UserError, match="no method 'nope'"):
         bench.with_overrides(p, "nope")
     with pytest.raises(UserError, match=r"methods.galore.galore.svd: Input should be 'full', 'gram' or"):

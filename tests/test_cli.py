@@ -64,7 +64,8 @@ def test_train_help_names_its_argument_the_methods_and_every_key_it_reads(capsys
     assert "usage: ftbench train [-h] [-v | -q] method" in out
     methods = yaml.safe_load((ROOT / "params.yaml").read_text())["methods"]
     assert f"a method of params.yaml: {', '.join(methods)}" in " ".join(out.split())
-    for key in ("methods.<method>.lr", "methods.<method>.galore.rank", "train.micro_batch_tokens", "seeds"):
+    keys = ("methods.<method>.lr", "methods.<method>.galore.rank", "methods.<method>.micro_batch_tokens")
+    for key in (*keys, "seeds"):
         assert f"\n  {key} " in out
 
 

@@ -150,7 +150,7 @@ def test_every_default_is_a_value_params_yaml_spells_out():
     assert not differ, f"defaults in config.py that params.yaml does not spell out: {differ}"
 
 
-@pytest.mark.parametrize("key", ["seed", "train.checkpoint_every_s", "train.micro_batch_tokens", "evaluate"])
+@pytest.mark.parametrize("key", ["seed", "train.checkpoint_every_s", "train.cuda_graphs", "evaluate"])
 def test_a_missing_key_is_one_line_naming_it(tmp_path, key):
     *parents, leaf = key.split(".")
 

@@ -35,7 +35,11 @@ def curve(method):
 
 
 # Steps of 3 rows in passes of at most 64 tokens: rank 0 runs 2 passes a step, rank 1 runs 1.
-UNEVEN_PASSES = {"methods.qlora.batch_size": 3, "methods.qlora.grad_accum": 1, "train.micro_batch_tokens": 64}
+UNEVEN_PASSES = {
+    "methods.qlora.batch_size": 3,
+    "methods.qlora.grad_accum": 1,
+    "methods.qlora.micro_batch_tokens": 64,
+}
 # Steps of 1 row: rank 1 has none and takes part in the all-reduce with a pass that counts zero.
 EMPTY_RANK = {"methods.qlora.batch_size": 1, "methods.qlora.grad_accum": 1}
 

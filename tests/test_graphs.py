@@ -54,6 +54,28 @@ def test_pass_shapes_round_up_to_the_bucket_with_room_for_the_filler_rows(prepar
     assert g.shape([{"input_ids": [1] * 500, "prompt_len": 1}]) == packing.Static(tokens=1024, rows=17)
 
 
+def test_every_length_of_the_stage_is_recorded_at_its_first_pass_longest_first(prepared, monkeypatch):
+    """The longest first, so the shorter ones fit in the pool blocks it leaves; only the first recording
+    warms up (a later warm-up's activations would sit beside the pool's). The CUDA recording itself is
+    replaced by a note of what was asked (no CUDA here)."""
+    recorded = []
+
+    def record(decoder, static, pool, warm_up):
+        recorded.append((static.tokens, warm_up))
+        return lambda batch: static.tokens
+
+    monkeypatch.setattr(graphs, "Graph", record)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: (1, 0))
+    model, _, _ = qlora.RECIPE.setup(paths.BASE, prepared.methods["qlora"], prepared, seed=0)
+    long_row = {"input_ids": [1] * 600, "prompt_len": 1}
+    g = graphs.Graphs(model, rows=17, bucket=512, passes=[ROWS, [long_row], ROWS, [long_row, long_row]])
+    assert recorded == []  # nothing before the first pass
+    assert g(packing.pack(ROWS, torch.device("cpu"), g.shape(ROWS)), g.shape(ROWS)) == 512
+    assert recorded == [(1536, True), (1024, False), (512, False)]
+    g(packing.pack([long_row], torch.device("cpu"), g.shape([long_row])), g.shape([long_row]))
+    assert len(recorded) == 3  # recorded once
+
+
 def test_graphed_training_follows_the_eager_loss_curve_and_validates_eagerly(prepared):
     """QLoRA's first steps through fixed-shape passes give the eager curve: the filler rows reach no
     real row's attention and no loss. Validation (eval mode, no gradients) takes no graph."""
@@ -72,7 +94,7 @@ def test_graphed_training_follows_the_eager_loss_curve_and_validates_eagerly(pre
         model.train()
         fit = [train.train_step(qlora.RECIPE, model, optimizer, scheduler, trainable, s, p) for s in steps]
         curves.append([m["loss"] for m in fit])
-        validation.append(mean_loss(model, rows[:8], method.batch_size))
+        validation.append(mean_loss(model, rows[:8]))
         if graphed:
             # the gradients stay allocated between steps: a recorded backward adds into them
             assert all(t.grad is not None and not t.grad.any() for t in trainable)
@@ -86,11 +108,20 @@ def test_graphed_training_follows_the_eager_loss_curve_and_validates_eagerly(pre
     assert validation[0] == pytest.approx(validation[1], rel=1e-4)
 
 
+def test_a_trained_model_drops_its_graphs_and_the_gradients_they_added_into(prepared):
+    model, _, _ = qlora.RECIPE.setup(paths.BASE, prepared.methods["qlora"], prepared, seed=0)
+    graphs._GRAPHS[model] = EagerGraphs(model, rows=17, bucket=64)
+    assert graphs.keeps_gradients(model)
+    graphs.release(model)
+    assert graphs.for_pass(model) is None and not graphs.keeps_gradients(model)
+    assert all(t.grad is None for t in model.parameters())
+
+
 def test_cuda_graphs_have_no_effect_without_a_gpu(prepared):
     p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"cuda_graphs": True})})
     model, _, _ = qlora.RECIPE.setup(paths.BASE, p.methods["qlora"], p, seed=0)
     assert not torch.cuda.is_available()
-    assert graphs.install(model, p.methods["qlora"], p) is False and graphs.for_pass(model) is None
+    assert graphs.install(model, p.methods["qlora"], p, []) is False and graphs.for_pass(model) is None
 
 
 def test_a_pass_that_cannot_be_recorded_is_one_line_naming_the_setting(prepared):

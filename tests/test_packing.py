@@ -1,8 +1,18 @@
-"""Packed attention's dtype under autocast (the packed loss itself: tests/test_train.py)."""
+"""Packed passes: how rows are cut into them, and packed attention's dtype under autocast (the packed loss
+itself: tests/test_train.py)."""
 
 import torch
 
 from ftbench import packing
+
+
+def test_token_budget_passes_keep_every_row_within_the_budget():
+    rows = [{"input_ids": [0] * n, "prompt_len": 1, "id": i} for i, n in enumerate([30, 5, 12, 60, 7, 20])]
+    passes = packing.passes(rows, budget=64)
+    assert sorted(r["id"] for p in passes for r in p) == list(range(6))
+    assert all(sum(len(r["input_ids"]) for r in p) <= 64 for p in passes)  # packed: no padding
+    assert len(passes) == 3  # 60 | 30 + 20 + 12 | 7 + 5: each pass as full as the order allows
+    assert packing.passes(rows, budget=10)[0] == [rows[3]]  # longer than the budget: alone
 
 
 def test_packed_attention_inputs_take_autocasts_dtype_as_sdpa_would():

@@ -31,6 +31,12 @@ def test_the_table_lists_every_stage_in_pipeline_order_and_the_rest_is_overhead(
     startup = sum(r.get("startup_s", 0) for r in records)
     assert summary["startup_s"] == pytest.approx(startup, abs=0.06)
     assert summary["dvc_s"] == pytest.approx(60 - startup, abs=0.06)
+    # split at the stages' span: what lies between them, and what outside (a stopped stage, the report)
+    assert summary["dvc_between_s"] + summary["outside_span_s"] == pytest.approx(summary["dvc_s"], abs=0.2)
+    worked = sum(walls.values()) + startup
+    assert summary["span_s"] == pytest.approx(worked + summary["dvc_between_s"], abs=0.2)
+    overhead_in_span = summary["span_s"] - sum(walls.values())
+    assert summary["overhead_share_in_span"] == pytest.approx(overhead_in_span / summary["span_s"], abs=1e-3)
     rows = [line.split(" | ")[0].lstrip("| ") for line in table[2:]]
     assert rows[: len(walls)] == list(summary["stages"]) and set(rows[: len(walls)]) == set(walls)
     assert rows[0] == "model" and rows[len(walls) - 1].startswith("evaluate-")

@@ -44,14 +44,14 @@ def test_packed_answer_loss_equals_the_model_loss_on_each_row_alone(prepared):
 
 
 def test_optimizer_steps_respect_epochs_accumulation_and_cap(prepared):
-    p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"micro_batch_tokens": None})})
+    method = prepared.methods["qlora"].model_copy(update={"micro_batch_tokens": None})
     rows = [{"input_ids": [1, 2, 3], "prompt_len": 1}] * 16
-    steps = train.optimizer_steps(rows, p.methods["qlora"], p, seed=0)  # 1 epoch, 4 x 2 in the test params
+    steps = train.optimizer_steps(rows, method, prepared, seed=0)  # 1 epoch, 4 x 2 in the test params
     assert len(steps) == 2 and all(len(s) == 2 and len(s[0]) == 4 for s in steps)
-    one_pass = train.optimizer_steps(rows, p.methods["qlora"], prepared, seed=0)  # 4,096-token budget
+    one_pass = train.optimizer_steps(rows, prepared.methods["qlora"], prepared, seed=0)  # its token budget
     assert [[len(m) for m in s] for s in one_pass] == [[8], [8]]
-    capped = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": 1})})
-    assert len(train.optimizer_steps(rows, p.methods["qlora"], capped, seed=0)) == 1
+    capped = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_steps": 1})})
+    assert len(train.optimizer_steps(rows, prepared.methods["qlora"], capped, seed=0)) == 1
 
 
 @pytest.mark.parametrize("train_embedding", [False, True])
@@ -123,14 +123,12 @@ def test_each_training_seed_is_its_own_run(prepared, project, tiny_model_dir, st
     assert results["builtin/seed0"]["final_loss"] != results["builtin/seed1"]["final_loss"]
 
 
-def test_token_budget_passes_keep_every_row_within_the_budget():
-    rows = [{"input_ids": [0] * n, "prompt_len": 1, "id": i} for i, n in enumerate([30, 5, 12, 60, 7, 20])]
-    step = [rows[:3], rows[3:]]
-    passes = train.by_tokens(step, budget=64)
-    assert sorted(r["id"] for p in passes for r in p) == list(range(6))
-    assert all(sum(len(r["input_ids"]) for r in p) <= 64 for p in passes)  # packed: no padding
-    assert len(passes) == 3  # 60 | 30 + 20 + 12 | 7 + 5: each pass as full as the order allows
-    assert train.by_tokens(step, budget=10)[0] == [rows[3]]  # longer than the budget: alone
+def test_a_token_budget_cuts_each_step_into_packed_passes_within_it(prepared):
+    rows = [{"input_ids": [0] * n, "prompt_len": 1} for n in (30, 5, 12, 60, 7, 20, 9, 3)] * 2
+    method = prepared.methods["qlora"].model_copy(update={"micro_batch_tokens": 64})
+    steps = train.optimizer_steps(rows, method, prepared, seed=0)  # 8 rows a step
+    assert all(sum(map(len, s)) == 8 for s in steps)
+    assert all(sum(len(r["input_ids"]) for r in m) <= 64 for s in steps for m in s)
 
 
 def test_token_budget_layout_gives_the_same_losses_as_batch_size_rows(prepared):
@@ -138,12 +136,10 @@ def test_token_budget_layout_gives_the_same_losses_as_batch_size_rows(prepared):
     from ftbench.atomic import read_jsonl
 
     rows = read_jsonl(paths.split_file("builtin", "train"))
-    method = prepared.methods["galore"]
     results = []
     for budget in (None, 4096):
-        p = prepared.model_copy(
-            update={"train": prepared.train.model_copy(update={"micro_batch_tokens": budget})}
-        )
+        p = prepared
+        method = prepared.methods["galore"].model_copy(update={"micro_batch_tokens": budget})
         steps = train.optimizer_steps(rows, method, p, seed=0)
         torch.manual_seed(0)
         model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)

@@ -4,9 +4,9 @@ Random weights (speed and memory do not depend on their values), real token sequ
 passes `dvc repro` runs: params.yaml's first dataset (or --data) is split and tokenized by the data
 stage's own code (data.sizes, data.max_length, data.overlong, fields), and its train rows are cut into
 optimizer steps by the train stage's own code (train.optimizer_steps): methods.<name>.batch_size x
-grad_accum rows a step, in forward passes of train.micro_batch_tokens. Each variant is a method of
+grad_accum rows a step, in forward passes of its micro_batch_tokens. Each variant is a method of
 params.yaml plus overrides, e.g. `qlora:grad_accum=8`, `galore:galore.svd=lowrank` or
-`qlora:train.micro_batch_tokens=8192`. It prints one JSON line per variant (tokens/s, MFU, NVML and
+`qlora:micro_batch_tokens=8192`. It prints one JSON line per variant (tokens/s, MFU, NVML and
 torch peaks, SVD time for GaLore) and one for generation of the test split's prompts; --markdown writes
 the table beside the stock recipe's figures (--peer).
 """
@@ -78,7 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "variants",
         nargs="*",
         default=["qlora", "galore"],
-        help="method[:key=value,...], e.g. qlora:grad_accum=8 or qlora:train.micro_batch_tokens=8192",
+        help="method[:key=value,...], e.g. qlora:grad_accum=8 or qlora:micro_batch_tokens=8192",
     )
     ap.add_argument("--tokenizer", type=Path, help="a tokenizer folder (models/base)")
     ap.add_argument(
@@ -142,7 +142,7 @@ def dataset_splits(p: config.Params, source: str | None, tokenizer) -> dict[str,
 
 def optimizer_steps(rows: list[dict], method: config.MethodParams, p: config.Params, n: int) -> list:
     """The first `n` optimizer steps the train stage would run on `rows`, by its own code: as many epochs
-    as `n` steps of batch_size x grad_accum rows need, each step cut into train.micro_batch_tokens passes."""
+    as `n` steps of batch_size x grad_accum rows need, each step cut into micro_batch_tokens passes."""
     epochs = math.ceil(n * method.batch_size * method.grad_accum / len(rows))
     method = method.model_copy(update={"epochs": epochs})
     p = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": n})})
@@ -184,7 +184,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         model, optimizer, _ = recipe.setup(base, method, p, seed=0)
         train.use_liger_kernels(model, p)
         train.compile_layers(model, p)
-        graphs.install(model, method, p)
+        graphs.install(model, method, p, steps)
         trainable = [t for g in optimizer.param_groups for t in g["params"]]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         model.train()
@@ -287,12 +287,16 @@ def _or_out_of_memory(label: str, measure) -> dict:
 
 
 def _memory(sampler: resources.Sampler) -> dict:
+    """NVML's peak (the device as a whole: CUDA context and allocator caches included) beside torch's:
+    its tensors' peak, its allocator's reserved peak, and what the CUDA graphs' pool holds at the end."""
     nvml = sampler.gpu
+    if not torch.cuda.is_available():
+        return {"nvml_peak_gib": None, "torch_peak_gib": None}
     return {
         "nvml_peak_gib": round((nvml.peak_used + nvml.baseline) / GIB, 2) if nvml else None,
-        "torch_peak_gib": round(torch.cuda.max_memory_allocated() / GIB, 2)
-        if torch.cuda.is_available()
-        else None,
+        "torch_peak_gib": round(torch.cuda.max_memory_allocated() / GIB, 2),
+        "torch_reserved_peak_gib": round(torch.cuda.max_memory_reserved() / GIB, 2),
+        "graph_pool_gib": round(graphs.pool_bytes() / GIB, 2),
     }
 
 
@@ -346,7 +350,7 @@ def markdown(results: list[dict], peer: list[dict], plan: dict, env: dict, setup
         "",
         f"Model: random weights of the {setup['shape']} shape. Data: `{setup['data']}` through the chat "
         f"template, sequences up to {setup['max_length']} tokens (data.max_length). {_step_sizes(results)} "
-        "as `dvc repro` makes them (methods.*.batch_size x grad_accum, passes of train.micro_batch_tokens).",
+        "as `dvc repro` makes them (methods.*.batch_size x grad_accum, passes of its micro_batch_tokens).",
         "",
         "```",
         setup["command"] or "python -m ftbench.bench ...",

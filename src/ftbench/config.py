@@ -126,11 +126,15 @@ class MethodBase(Strict):
     epochs: PositiveInt
     """Passes over the training split."""
     batch_size: PositiveInt
-    """Rows per micro-batch and per validation pass. With train.micro_batch_tokens null each micro-batch
-    is one forward pass, so activation memory grows with it; with a token budget it only sets the rows
-    per step (x grad_accum) and the budget bounds activation memory."""
+    """Rows per micro-batch. With micro_batch_tokens null each micro-batch is one forward pass, so
+    activation memory grows with it; with a token budget it only sets the rows per step (x grad_accum)
+    and the budget bounds activation memory."""
     grad_accum: PositiveInt
     """Micro-batches per optimizer step."""
+    micro_batch_tokens: PositiveInt | None
+    """Each step's rows packed end to end into forward passes of at most this many tokens; None =
+    batch_size rows a pass. The same gradient whatever the cut; it bounds training activation memory
+    (a method's own: QLoRA's and GaLore's memory budgets differ)."""
 
     @field_validator("init")
     @classmethod
@@ -249,9 +253,6 @@ class TrainParams(Strict):
     """Cap on optimizer steps per method; None lets epochs decide."""
     gradient_checkpointing: bool
     """Recompute activations in the backward pass."""
-    micro_batch_tokens: PositiveInt | None
-    """Rows packed end to end into forward passes of at most this many tokens per optimizer step; None
-    = batch_size rows a pass. Set, it (not batch_size) bounds training activation memory."""
     compile: bool
     """torch.compile each decoder layer: fewer kernel launches, a compile on the first steps."""
     cuda_graphs: bool

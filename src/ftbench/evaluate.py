@@ -74,8 +74,8 @@ def merged_for_eval(trained, adapter, rows: list[dict], p: config.Params, label:
     merged, _ = merge.merged_model(paths.BASE, adapter, "nf4", trained=trained)
     merged = merged.to(compute_dtype())
     check = rows[:CONTINUITY_ROWS]
-    adapter_loss = mean_loss(trained, check, p.evaluate.batch_size, p.train.fused_cross_entropy)
-    merged_loss = mean_loss(merged, check, p.evaluate.batch_size, p.train.fused_cross_entropy)
+    adapter_loss = mean_loss(trained, check, p.train.fused_cross_entropy)
+    merged_loss = mean_loss(merged, check, p.train.fused_cross_entropy)
     check_facts = continuity(
         adapter_loss,
         merged_loss,
@@ -230,7 +230,7 @@ def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record
     with record.phase("generate"):
         predictions = generate(model, tokenizer, generation_prompts(rows), p)
     with record.phase("test_loss"):
-        loss = mean_loss(model, rows, p.evaluate.batch_size, p.train.fused_cross_entropy)
+        loss = mean_loss(model, rows, p.train.fused_cross_entropy)
     return scored_run(
         name, run, rows, predictions, p, record, {"loss": loss, "perplexity": math.exp(loss), **facts}
     )

@@ -4,9 +4,11 @@ At the seed's batch a step is a few thousand small kernels launched one by one f
 linears with their adapters most of them), and the GPU was busy 15% of a QLoRA stage (BENCHMARKS.md):
 the host, not the GPU, bounds it. A CUDA graph replays a recorded pass with one launch. It needs fixed
 shapes, so each pass is padded (packing.Static) to a multiple of `train.graph_bucket_tokens` tokens and
-to a fixed number of rows, and each padded length gets its own graph on its first use (the graphs share
-one memory pool; why they are recorded here and not by `make_graphed_callables`: Graph). The output
-layer and the loss stay eager: the answer positions they read change from pass to pass.
+to a fixed number of rows, and each padded length gets its own graph. The graphs share one memory pool
+(why they are recorded here and not by `make_graphed_callables`: Graph); every length the stage will
+run is recorded at its first pass, the longest first, so the shorter ones fit in the blocks it leaves
+(recorded shortest first, each longer one needed blocks of its own). The output layer and the loss stay
+eager: the answer positions they read change from pass to pass.
 
 Only the decoder is graphed: every trainable weight is in it, and its input is the packed row alone.
 Validation and test passes (eval mode, no gradients) run eagerly.
@@ -60,13 +62,14 @@ class Graph:
     keeps allocated (zeroed, not freed: `keeps_gradients`): one gradient, however many lengths.
     """
 
-    def __init__(self, decoder: torch.nn.Module, static: packing.Static, pool) -> None:
+    def __init__(self, decoder: torch.nn.Module, static: packing.Static, pool, warm_up: bool) -> None:
         sample = packing.pack([], decoder.embed_tokens.weight.device, static)  # filler rows only
         self.inputs = inputs(sample)
         body = Decoder(decoder, static.tokens)
         # no autocast cache: a recorded cast would point at a cache entry freed after the step
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-            _warm_up(body, self.inputs)
+            if warm_up:
+                _warm_up(body, self.inputs)
             self.forward, self.backward = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.forward, pool=pool):
                 hidden = body(*self.inputs)
@@ -82,11 +85,12 @@ class Graph:
 
 
 def _warm_up(body: Decoder, inputs: tuple) -> None:
-    """Passes before recording, on a side stream as PyTorch's CUDA-graph notes ask: lazy initialisation
-    (cuBLAS workspaces, Triton's first launch) must not be recorded. Their output gradient is zero, so
-    the gradients they add are zeros. Their activations are handed back to the device afterwards: the
-    recorded passes keep theirs in the graphs' own pool, and a second, cached copy of them outside it
-    would only raise the peak."""
+    """Passes before the first recording, on a side stream as PyTorch's CUDA-graph notes ask: lazy
+    initialisation (cuBLAS workspaces, Triton's first launch) must not be recorded. Later lengths need
+    none: a warm-up then would hold its activations beside the pool's, the peak twice over. Their output
+    gradient is zero, so the gradients they add are zeros. Their activations are handed back to the
+    device afterwards: the recorded passes keep theirs in the graphs' own pool, and a second, cached copy
+    of them outside it would only raise the peak."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -129,13 +133,15 @@ def _anchor(device: torch.device) -> torch.Tensor:
 
 
 class Graphs:
-    """A model's graphed decoder, one recorded graph per padded pass length (sharing one memory pool)."""
+    """A model's graphed decoder, one recorded graph per padded pass length (sharing one memory pool).
+    `passes`: the training passes to come, whose lengths are all recorded at the first, longest first."""
 
-    def __init__(self, model, rows: int, bucket: int) -> None:
+    def __init__(self, model, rows: int, bucket: int, passes: list[list[dict]] = ()) -> None:
         self.decoder = causal_lm(model).model
         self.rows, self.bucket = rows, bucket
         self.pool = None  # the first recording's memory pool, which later ones share
         self.graphed: dict[int, Graph] = {}
+        self.pending = sorted({self.shape(rows).tokens for rows in passes}, reverse=True)
         for t in model.parameters():  # the fixed gradient buffers the recorded backward adds into
             if t.requires_grad and t.grad is None:
                 t.grad = torch.zeros_like(t)
@@ -146,12 +152,15 @@ class Graphs:
         return packing.Static(tokens=math.ceil(need / self.bucket) * self.bucket, rows=self.rows)
 
     def __call__(self, batch: dict, static: packing.Static) -> torch.Tensor:
+        for tokens in self.pending:
+            self._record(packing.Static(tokens=tokens, rows=self.rows))
+        self.pending = []
         return (self.graphed.get(static.tokens) or self._record(static))(batch)
 
     def _record(self, static: packing.Static):
         try:
             self.pool = self.pool or torch.cuda.graph_pool_handle()
-            self.graphed[static.tokens] = Graph(self.decoder, static, self.pool)
+            self.graphed[static.tokens] = Graph(self.decoder, static, self.pool, warm_up=not self.graphed)
         except RuntimeError as err:  # an op that cannot be recorded (one that waits for the GPU, say)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(
@@ -161,17 +170,19 @@ class Graphs:
         return self.graphed[static.tokens]
 
 
-def install(model, method: config.MethodParams, p: config.Params) -> bool:
-    """Graph `model`'s training passes if `train.cuda_graphs` asks, on one GPU: the CPU has nothing to
-    graph, and several data-parallel ranks all-reduce from DDP's gradient hooks, which a recorded
-    backward would not run. Returns whether it did, for the train record."""
+def install(model, method: config.MethodParams, p: config.Params, steps: list[list[list[dict]]]) -> bool:
+    """Graph `model`'s training passes (`steps`: optimizer steps of packed passes) if `train.cuda_graphs`
+    asks, on one GPU: the CPU has nothing to graph, and several data-parallel ranks all-reduce from DDP's
+    gradient hooks, which a recorded backward would not run. Returns whether it did, for the train record."""
     if not (p.train.cuda_graphs and torch.cuda.is_available()):
         return False
     if distributed.world_size() > 1:
         LOG.info("train.cuda_graphs: not used with several GPUs (DDP all-reduces from its hooks)")
         return False
     # a pass holds at most a step's rows, and at least one filler row
-    _GRAPHS[model] = Graphs(model, method.batch_size * method.grad_accum + 1, p.train.graph_bucket_tokens)
+    passes = [rows for step in steps for rows in step]
+    rows = method.batch_size * method.grad_accum + 1
+    _GRAPHS[model] = Graphs(model, rows, p.train.graph_bucket_tokens, passes)
     return True
 
 
@@ -181,10 +192,28 @@ def for_pass(model) -> Graphs | None:
     return graphs if graphs is not None and model.training and torch.is_grad_enabled() else None
 
 
+def release(model) -> None:
+    """Drop `model`'s graphs once it has trained, with the gradients they added into: the passes after
+    training (validation, a merge's check) run eagerly, and the graphs' pool and an fp32 gradient (2.8
+    GB for GaLore on 1B) would only sit beside theirs."""
+    if _GRAPHS.pop(model, None) is None:
+        return
+    for t in model.parameters():
+        t.grad = None
+    torch.cuda.empty_cache()
+
+
 def keeps_gradients(model) -> bool:
     """Whether `model`'s `.grad` tensors must stay where they are (zeroed, not set to None): its recorded
     backward passes add into them."""
     return model in _GRAPHS
+
+
+def pool_bytes() -> int:
+    """Device memory the graphs' pools hold (segments outside the eager allocator's own pool), for the
+    bench's memory breakdown."""
+    segments = torch.cuda.memory_snapshot() if torch.cuda.is_available() else []
+    return sum(s["total_size"] for s in segments if tuple(s.get("segment_pool_id", (0, 0))) != (0, 0))
 
 
 def lengths(model) -> list[int]:

@@ -74,6 +74,22 @@ def pack(rows: list[dict], device: torch.device, static: Static | None = None) -
     }
 
 
+def passes(rows: list[dict], budget: int) -> list[list[dict]]:
+    """`rows` cut into packed forward passes of at most `budget` tokens, longest first: a few full passes
+    keep the GPU busy where many short ones would leave it waiting on launches. A row longer than the
+    budget gets a pass of its own."""
+    out: list[list[dict]] = []
+    used = budget  # no pass open yet
+    for r in sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True):
+        n = len(r["input_ids"])
+        if used + n > budget:
+            out.append([])
+            used = 0
+        out[-1].append(r)
+        used += n
+    return out
+
+
 def _filler_lengths(used: int, n_rows: int, static: Static) -> list[int]:
     """Lengths of the filler rows that pad `n_rows` rows of `used` tokens to `static`: one long row and
     the rest a token each. No row is empty, so no attention kernel sees a zero-length row."""

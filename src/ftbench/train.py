@@ -12,7 +12,18 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler
 
-from ftbench import checkpoint, commands, config, distributed, graphs, paths, recipes, resources, tracking
+from ftbench import (
+    checkpoint,
+    commands,
+    config,
+    distributed,
+    graphs,
+    packing,
+    paths,
+    recipes,
+    resources,
+    tracking,
+)
 from ftbench.atomic import atomic_path, read_jsonl, write_json
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import configure_attention, device, load_tokenizer
@@ -97,28 +108,9 @@ def optimizer_steps(
     steps = steps[: p.train.max_steps] if p.train.max_steps else steps
     if distributed.world_size() > 1:  # this rank's share of every step, in batch_size-row passes
         steps = [chunks(distributed.shard([r for m in s for r in m]), method.batch_size) for s in steps]
-    budget = p.train.micro_batch_tokens
-    return [by_tokens(s, budget) for s in steps] if budget else steps
-
-
-def by_tokens(step: list[list[dict]], budget: int) -> list[list[dict]]:
-    """The step's rows re-cut into packed forward passes of at most `budget` tokens, longest first.
-
-    The loss is normalised by the step's answer tokens, so the gradient does not depend on the cut; a
-    few full passes keep the GPU busy where batch_size short rows would leave it idle. A row longer
-    than the budget gets a pass of its own.
-    """
-    rows = sorted((r for micro in step for r in micro), key=lambda r: len(r["input_ids"]), reverse=True)
-    passes: list[list[dict]] = []
-    used = budget  # no pass open yet
-    for r in rows:
-        n = len(r["input_ids"])
-        if used + n > budget:
-            passes.append([])
-            used = 0
-        passes[-1].append(r)
-        used += n
-    return passes
+    budget = method.micro_batch_tokens
+    # the loss is normalised by the step's answer tokens, so the gradient does not depend on the cut
+    return [packing.passes([r for micro in s for r in micro], budget) for s in steps] if budget else steps
 
 
 # ---------------------------------------------------------------- fitting
@@ -260,9 +252,9 @@ def train_one(
         liger = use_liger_kernels(model, p)
         compile_layers(model, p)
         distributed.data_parallel(model, causal_lm(model).model)
-        graphed = graphs.install(model, method, p)
-    rows = read_jsonl(paths.split_file(run.dataset, "train"))
-    steps = optimizer_steps(rows, method, p, run.seed)
+        rows = read_jsonl(paths.split_file(run.dataset, "train"))
+        steps = optimizer_steps(rows, method, p, run.seed)
+        graphed = graphs.install(model, method, p, steps)
     where = checkpoint.folder(name, run.key)
     fp = checkpoint.fingerprint(
         {
@@ -276,6 +268,7 @@ def train_one(
     )
     with st.record.phase("train"):
         result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
+    graphs.release(model)
     validation = read_jsonl(paths.split_file(run.dataset, "validation"))
     # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
     # loss is summed over them) against the validation loss, computed once; where there are none, on
@@ -283,7 +276,7 @@ def train_one(
     check = validation or rows[: method.batch_size * method.grad_accum]
 
     def check_loss(m) -> float:
-        return mean_loss(m, check, method.batch_size, p.train.fused_cross_entropy)
+        return mean_loss(m, check, p.train.fused_cross_entropy)
 
     with st.record.phase("validate"):
         val_loss = check_loss(model) if validation else None

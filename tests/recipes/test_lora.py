@@ -65,7 +65,7 @@ def test_lora_stage_saves_the_adapter_that_evaluation_scores_merged_into_the_bas
     scored = evaluate.load_for_eval("lora", run, p)
     assert not any(isinstance(m, (LoraLayer, bnb.nn.Linear4bit)) for m in scored.modules())  # merged
     rows = read_jsonl(paths.split_file("builtin", "validation"))
-    val = mean_loss(scored, rows, p.methods["lora"].batch_size, p.train.fused_cross_entropy)
+    val = mean_loss(scored, rows, p.train.fused_cross_entropy)
     assert val == pytest.approx(result["val_loss"], rel=1e-5)  # the model trained, as saved and loaded
     assert evaluate.scored_form("lora", p) == "merged-float32"  # the CPU's compute dtype
     assert recipes.get("lora") is LORA

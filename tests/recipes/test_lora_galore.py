@@ -157,7 +157,7 @@ def test_the_stage_saves_one_merged_model_that_scores_as_trained(
     scored = evaluate.load_for_eval(NAME, run, p)
     assert not any(isinstance(m, LoraLayer) for m in scored.modules())  # one plain model
     rows = read_jsonl(paths.split_file("builtin", "validation"))
-    val = mean_loss(scored, rows, p.methods[NAME].batch_size, p.train.fused_cross_entropy)
+    val = mean_loss(scored, rows, p.train.fused_cross_entropy)
     assert val == pytest.approx(result["val_loss"], rel=1e-5)  # weights + LoRA, as trained
     assert evaluate.scored_form(NAME, p) is None  # scored as saved
 
