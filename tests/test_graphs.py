@@ -108,13 +108,28 @@ def test_graphed_training_follows_the_eager_loss_curve_and_validates_eagerly(pre
     assert validation[0] == pytest.approx(validation[1], rel=1e-4)
 
 
-def test_a_trained_model_drops_its_graphs_and_the_gradients_they_added_into(prepared):
-    model, _, _ = qlora.RECIPE.setup(paths.BASE, prepared.methods["qlora"], prepared, seed=0)
-    graphs._GRAPHS[model] = EagerGraphs(model, rows=17, bucket=64)
-    assert graphs.keeps_gradients(model)
-    graphs.release(model)
-    assert graphs.for_pass(model) is None and not graphs.keeps_gradients(model)
-    assert all(t.grad is None for t in model.parameters())
+def test_a_graphed_stage_records_its_lengths_then_drops_the_graphs_before_validating(
+    prepared, st, monkeypatch
+):
+    """The train stage with the recording stood in for (EagerGraphs): its record names the lengths, and
+    validation runs after the graphs are gone (no graph, no gradient held for it)."""
+    seen = {}
+
+    def install(model, method, p, steps):
+        passes = [rows for step in steps for rows in step]
+        graphs._GRAPHS[model] = EagerGraphs(model, method.batch_size * method.grad_accum + 1, 64, passes)
+        seen["model"] = model
+        return True
+
+    def validate(model, rows, *args):
+        seen["graphed at validation"] = graphs.for_pass(model) is not None or graphs.keeps_gradients(model)
+        return mean_loss(model, rows, *args)
+
+    monkeypatch.setattr(graphs, "install", install)
+    monkeypatch.setattr(train, "mean_loss", validate)
+    result = train.run("qlora", prepared, st)["builtin/seed0"]
+    assert result["cuda_graphs"] and result["graph_lengths"] and seen["graphed at validation"] is False
+    assert all(t.grad is None for t in seen["model"].parameters())
 
 
 def test_cuda_graphs_have_no_effect_without_a_gpu(prepared):

@@ -268,6 +268,7 @@ def train_one(
     )
     with st.record.phase("train"):
         result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
+    graph_lengths = graphs.lengths(model)  # for the record: the graphs go before validation
     graphs.release(model)
     validation = read_jsonl(paths.split_file(run.dataset, "validation"))
     # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
@@ -304,7 +305,7 @@ def train_one(
         "fused_cross_entropy": p.train.fused_cross_entropy and liger_available(),
         "liger_kernels": liger,
         "cuda_graphs": graphed,
-        "graph_lengths": graphs.lengths(model),
+        "graph_lengths": graph_lengths,
         **recipe.facts_after(optimizer),
         "first_loss": curve[0]["loss"],
         "final_loss": curve[-1]["loss"],
