@@ -25,6 +25,11 @@ def error_for(tmp_path, mutate) -> str:
     return str(err.value)
 
 
+def test_a_params_file_from_before_the_pass_budget_moved_names_where_it_went(tmp_path):
+    message = error_for(tmp_path, lambda p: p["train"].update(micro_batch_tokens=4096))
+    assert "train.micro_batch_tokens is now each method's own key" in message and "\n" not in message
+
+
 def test_project_params_load_with_the_seed_hyperparameters():
     p = config.load(ROOT / "params.yaml")
     q = p.methods["qlora"]
