@@ -209,7 +209,10 @@ def test_out_of_memory_is_one_message_naming_the_knobs(capsys):
         stage([])
     err = capsys.readouterr().err
     assert code.value.code == 3 and err.count("\n") == 1
-    assert "methods.*.batch_size" in err and "train.gradient_checkpointing" in err
+    assert all(
+        k in err
+        for k in ("methods.*.micro_batch_tokens", "methods.*.batch_size", "train.gradient_checkpointing")
+    )
 
 
 def test_a_token_in_an_error_message_is_never_printed(capsys):

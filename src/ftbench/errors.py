@@ -55,7 +55,7 @@ def out_of_memory_message() -> str:
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     return (
         f"CUDA out of memory (peak {peak:.2f} GiB allocated by torch); lower the micro-batch "
-        "(methods.*.micro_batch_tokens, or batch_size where it is null: raising grad_accum keeps the "
-        "effective batch; evaluate.batch_size), set "
+        "(methods.*.micro_batch_tokens, or methods.*.batch_size where it is null: raising grad_accum "
+        "keeps the effective batch; evaluate.batch_size), set "
         "train.gradient_checkpointing: true, shorten data.max_length, or raise resources.max_gpu_memory_gib"
     )
