@@ -46,25 +46,23 @@ def summary(records: list[dict], total_s: float) -> dict:
         "overhead_share": round((total_s - stages_s) / total_s, 4),
         "startup_s": round(startup_s, 1),
         "dvc_s": round(total_s - stages_s - startup_s, 1),
-        **span_split(records, stages_s + startup_s, total_s),
+        **span_split(records, stages_s, startup_s, total_s),
         "stages": {r["stage"]: r["wall_s"] for r in records},
     }
 
 
-def span_split(records: list[dict], worked_s: float, total_s: float) -> dict:
+def span_split(records: list[dict], stages_s: float, startup_s: float, total_s: float) -> dict:
     """DVC's time between the recorded stages and outside their span, and the overhead share within it
-    (start-up and DVC between stages over the span); {} for records without start times."""
+    (all of the span that is not the stages' own work); {} for records without start times."""
     if not all("started_at" in r for r in records):
         return {}
     first = min(records, key=lambda r: r["started_at"])
     span = max(r["finished_at"] for r in records) - (first["started_at"] - first.get("startup_s", 0.0))
     return {
         "span_s": round(span, 1),
-        "dvc_between_s": round(span - worked_s, 1),
+        "dvc_between_s": round(span - stages_s - startup_s, 1),
         "outside_span_s": round(total_s - span, 1),
-        "overhead_share_in_span": round(
-            (span - worked_s + sum(r.get("startup_s", 0.0) for r in records)) / span, 4
-        ),
+        "overhead_share_in_span": round((span - stages_s) / span, 4),
     }
 
 
