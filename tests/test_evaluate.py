@@ -222,10 +222,11 @@ def test_left_padded_generation_is_checked_against_the_prompt_alone(tiny_model_d
         evaluate.check_left_padding(model, ids, mask, other)
 
 
-def test_generation_runs_in_eager_attention_for_every_member(prepared):
+def test_generation_runs_in_eager_arithmetic_for_every_member(prepared):
     """On the H200 sdpa scored a left-padded prompt 8-54 nats from the same prompt alone and eager 0.5
     (evaluate.PADDING_TOLERANCE): generation switches the model, and each of an ensemble's members, to
-    eager. The CPU gives both the same answers, so the switch itself is what is checked."""
+    eager's arithmetic (evaluate.GENERATION_ATTENTION). The CPU gives all of them the same answers, so
+    the switch itself is what is checked."""
     from ftbench.ensemble import Lockstep
 
     tokenizer = load_tokenizer(paths.BASE)
@@ -233,4 +234,41 @@ def test_generation_runs_in_eager_attention_for_every_member(prepared):
     assert {m.config._attn_implementation for m in models} == {"sdpa"}
     prompts = evaluate.generation_prompts(read_jsonl(paths.split_file("builtin", "test")))[:3]
     evaluate.generate(Lockstep(models, [0.5, 0.5], "probability"), tokenizer, prompts, prepared)
-    assert {m.config._attn_implementation for m in models} == {"eager"}
+    assert {m.config._attn_implementation for m in models} == {evaluate.GENERATION_ATTENTION}
+
+
+@pytest.mark.parametrize("softcap", [None, 20.0])
+@pytest.mark.parametrize("q_len", [1, 5])
+def test_grouped_attention_is_eager_attention_without_the_copies(q_len, softcap):
+    """Each group's query heads read their one key/value head in place: the same output as transformers'
+    eager attention, which copies the keys and values per query head, with a left-padding mask."""
+    from types import SimpleNamespace
+
+    from transformers.models.gemma3.modeling_gemma3 import eager_attention_forward
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, kv_len, dim = 3, 4, 1, 7, 8
+    module = SimpleNamespace(head_dim=dim, num_key_value_groups=heads // kv_heads, training=False)
+    query = torch.randn(batch, heads, q_len, dim)
+    key, value = torch.randn(batch, kv_heads, kv_len, dim), torch.randn(batch, kv_heads, kv_len, dim)
+    mask = torch.zeros(batch, 1, q_len, kv_len)
+    mask[0, :, :, :3] = torch.finfo(mask.dtype).min  # the first row left-padded by 3
+    expected, _ = eager_attention_forward(module, query, key, value, mask, scaling=0.3, softcap=softcap)
+    got, _ = evaluate.grouped_eager_attention(module, query, key, value, mask, scaling=0.3, softcap=softcap)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_grouped_attention_generates_eager_answers(tiny_model_dir):
+    """A whole left-padded batch decodes to eager attention's tokens."""
+    tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    prompts = [chat.text_ids(tokenizer, q) for q in ("How many legs has a cat?", "Hi", "Name a colour.")]
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    answers = {}
+    for attention in ("eager", evaluate.GENERATION_ATTENTION):
+        model.set_attn_implementation(attention)
+        answers[attention] = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0
+        )
+    assert torch.equal(answers["eager"], answers[evaluate.GENERATION_ATTENTION])

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from galore_torch.galore_projector import GaLoreProjector
 
 from ftbench import config, paths, recipes, train
 from ftbench.atomic import read_jsonl
@@ -10,12 +9,10 @@ from ftbench.loss import answer_loss, answer_tokens
 from ftbench.recipes import galore
 
 
-def use_stock_projectors(optimizer) -> None:
-    """galore-torch's own GaLoreProjector in place of ftbench's, so the reference is galore-torch alone."""
-    for group in optimizer.param_groups:
-        for t in group["params"] if "rank" in group else []:
-            settings = {k: group[k] for k in ("update_proj_gap", "scale", "proj_type")}
-            optimizer.state[t]["projector"] = GaLoreProjector(group["rank"], **settings)
+def stock_optimizer(optimizer) -> recipes.GaLoreAdamW:
+    """galore-torch's own GaLoreAdamW over the same groups and settings; it builds galore-torch's own
+    projectors at its first step, so the reference is galore-torch alone."""
+    return recipes.GaLoreAdamW([dict(g) for g in optimizer.param_groups], no_deprecation_warning=True)
 
 
 def galore_losses(p, rows_per_step: list[list[int]], **galore_options) -> list[float]:
@@ -31,7 +28,7 @@ def galore_losses(p, rows_per_step: list[list[int]], **galore_options) -> list[f
     torch.manual_seed(0)
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
     if not method.galore.layerwise:
-        use_stock_projectors(optimizer)
+        optimizer = stock_optimizer(optimizer)
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     steps = [[[rows[i] for i in micro] for micro in step] for step in rows_per_step]
@@ -73,8 +70,7 @@ def stock_galore_run(p, method, steps) -> tuple[list[float], list[float], torch.
     method = method.model_copy(update={"galore": method.galore.model_copy(update={"layerwise": False})})
     torch.manual_seed(0)
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
-    assert type(optimizer) is recipes.GaLoreAdamW
-    use_stock_projectors(optimizer)
+    optimizer = stock_optimizer(optimizer)
     params = [t for g in optimizer.param_groups for t in g["params"]]
     losses, norms = [], []
     for step in steps:
@@ -181,3 +177,42 @@ def test_clipping_caps_the_norm_the_optimizer_sees(prepared, layerwise):
     before = galore.RECIPE.clip(optimizer, trainable, 1.0)
     after = galore.RECIPE.clip(optimizer, trainable, 1.0)
     assert before > 1.0 and after == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("proj_type", ["std", "reverse_std", "full"])
+def test_the_batched_update_is_galore_torchs_to_the_bit(monkeypatch, proj_type):
+    """BatchedGaLoreAdamW (the default) against galore-torch's GaLoreAdamW: the same weights, moments and
+    bases, bit for bit, over steps that refresh the bases (from threads) and with chunks of a few
+    tensors each; weight decay and the plain (unprojected) group included."""
+    monkeypatch.setattr(recipes, "UPDATE_CHUNK_ELEMENTS", 100)  # 2-3 chunks a group
+    torch.manual_seed(0)
+    shapes = [(12, 8), (8, 12), (16, 16), (9, 20)]
+    weights = [torch.randn(s) for s in shapes], [torch.randn(7), torch.randn(3, 1)]
+    settings = {"rank": 4, "update_proj_gap": 2, "scale": 0.25, "proj_type": proj_type}
+    copies, optimizers = [], []
+    for kind in (recipes.GaLoreAdamW, recipes.BatchedGaLoreAdamW):
+        matrices, plain = ([w.clone().requires_grad_() for w in ws] for ws in weights)
+        groups = [{"params": plain}, {"params": matrices, **settings}]
+        optimizer = kind(groups, lr=1e-2, weight_decay=0.1, no_deprecation_warning=True)
+        if kind is recipes.BatchedGaLoreAdamW:
+            for t in matrices:
+                optimizer.state[t]["projector"] = recipes.Projector(**settings)
+        copies.append(matrices + plain)
+        optimizers.append(optimizer)
+    for _ in range(5):
+        grads = [torch.randn_like(t) for t in copies[0]]
+        for tensors, optimizer in zip(copies, optimizers, strict=True):
+            for t, g in zip(tensors, grads, strict=True):
+                t.grad = g.clone()
+            optimizer.step()
+    stock, batched = optimizers
+    for a, b in zip(*copies, strict=True):
+        assert torch.equal(a, b)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(torch.as_tensor(stock.state[a][key]), torch.as_tensor(batched.state[b][key]))
+    for a, b in zip(copies[0][:4], copies[1][:4], strict=True):
+        want, got = stock.state[a]["projector"].ortho_matrix, batched.state[b]["projector"].ortho_matrix
+        for x, y in zip(*(m if proj_type == "full" else [m] for m in (want, got)), strict=True):
+            assert torch.equal(x, y)
+        # step 4 refreshed in refresh_bases, ahead of the update's projection
+        assert batched.state[b]["projector"].refreshed_at == 4

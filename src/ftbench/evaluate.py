@@ -10,7 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from rouge_score import rouge_scorer
-from transformers import GenerationConfig
+from transformers import AttentionInterface, GenerationConfig
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ftbench import chat, commands, config, distributed, merge, paths, recipes, resources, stats, tracking
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
@@ -43,6 +44,9 @@ CONTINUITY_ROWS = 32
 # a 29-token prompt): eager attention 0.50; sdpa 54, and 8.1 with fully masked rows unmasked
 # (transformers#47651), which corrupted the first answer token of a whole batch.
 PADDING_TOLERANCE = 1.0
+# Generation's attention: eager's arithmetic (additive mask, fp32 softmax), which passes the check above,
+# without eager's copies of the KV cache (grouped_eager_attention).
+GENERATION_ATTENTION = "ftbench_grouped_eager"
 
 
 def load_for_eval(name: str, run: config.Run, p: config.Params):
@@ -101,8 +105,8 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
     )
     model.eval()
     for member in transformers_models(model):
-        # eager attention: with left padding, sdpa's answers were corrupted on the H200 (PADDING_TOLERANCE)
-        member.set_attn_implementation("eager")
+        # eager's arithmetic: with left padding, sdpa's answers were corrupted on the H200 (PADDING_TOLERANCE)
+        member.set_attn_implementation(GENERATION_ATTENTION)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     order = order[distributed.rank() :: distributed.world_size()]  # this rank's share, lengths alike
     answers: dict[int, str] = {}
@@ -125,6 +129,37 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
             answers_bar.update(len(idx))
     merged = {i: a for share in distributed.gather(answers) for i, a in share.items()}
     return [merged[i] for i in range(len(prompts))]
+
+
+def grouped_eager_attention(module, query, key, value, attention_mask, scaling=None, softcap=None, **kwargs):
+    """transformers' eager attention (Gemma 3's eager_attention_forward) in eval mode, without `repeat_kv`.
+
+    Gemma 3 has one key/value head per 4 query heads, and eager copies the keys and values once per query
+    head, at every layer and generated token: at 1,024 answers a batch that copy of the KV cache was half
+    of a decoding step on the H200. Here each group's query heads are stacked along the query axis and
+    read their one key/value head in place: the same products, mask and fp32 softmax. On the H200 (1B
+    shape, 1,024 GSM8K prompts, 64 new tokens): 5.37 s -> 3.09 s. No dropout: generation runs in eval
+    mode."""
+    if scaling is None:
+        scaling = module.head_dim**-0.5
+    batch, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    weights = torch.matmul(query.reshape(batch, kv_heads, group * q_len, dim), key.transpose(2, 3)) * scaling
+    if softcap is not None:
+        weights = torch.tanh(weights / softcap) * softcap
+    if attention_mask is not None:
+        kv_len = weights.shape[-1]
+        weights = weights.view(batch, kv_heads, group, q_len, kv_len) + attention_mask[:, :, None, :, :kv_len]
+        weights = weights.view(batch, kv_heads, group * q_len, kv_len)
+    weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(weights, value).view(batch, heads, q_len, dim)
+    return out.transpose(1, 2).contiguous(), None
+
+
+# registered on import: generate switches models to it by name
+AttentionInterface.register(GENERATION_ATTENTION, grouped_eager_attention)
+AttentionMaskInterface.register(GENERATION_ATTENTION, eager_mask)
 
 
 def transformers_models(model) -> list:
