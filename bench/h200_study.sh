@@ -18,6 +18,7 @@
 #   DVC_CACHE=  (a DVC cache folder shared by several studies of the same params, e.g. one a GPU, each given
 #                its share of the stages as TARGETS: a stage one study ran, the next `dvc repro` of another
 #                restores from DVC's run-cache instead of running it, so one study ends up holding them all)
+#   MAX_GPU_GIB=  (resources.max_gpu_memory_gib for every stage, e.g. 8 with TARGETS=train@qlora)
 #   EVAL_BATCH=256  (evaluate.batch_size: prompts a generate call; 1,024 on a 1B model fits an H200 twice over)
 #   WARM=1  (default: python -m ftbench.warm dvc repro, imports once; on a GPU host only those that leave CUDA
 #            alone: a stage starts in 1-4 s instead of 16-21 s on the H200; WARM=0: each stage on its own)
@@ -84,6 +85,8 @@ p["data"]["sizes"] = {k: int(os.environ.get(k.upper()) or n) for k, n in zip(("t
 p["data"]["max_length"] = 512
 # 256 prompts a generate call share each read of the weights; their KV cache is a few GiB on 270M
 p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=int(os.environ.get("EVAL_BATCH") or 256))
+if os.environ.get("MAX_GPU_GIB"):  # resources.max_gpu_memory_gib: e.g. 8 for issue 13's capped QLoRA stage
+    p["resources"]["max_gpu_memory_gib"] = float(os.environ["MAX_GPU_GIB"])
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
   rm -f metrics/resources/*.json  # the committed CPU records: the tables must hold this study's stages only
