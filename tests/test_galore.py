@@ -179,11 +179,12 @@ def test_clipping_caps_the_norm_the_optimizer_sees(prepared, layerwise):
     assert before > 1.0 and after == pytest.approx(1.0, rel=1e-4)
 
 
-@pytest.mark.parametrize("proj_type", ["std", "reverse_std", "full"])
-def test_the_batched_update_is_galore_torchs_to_the_bit(monkeypatch, proj_type):
+@pytest.mark.parametrize(("proj_type", "streams"), [("std", 3), ("reverse_std", 3), ("full", 3), ("std", 1)])
+def test_the_batched_update_is_galore_torchs_to_the_bit(monkeypatch, proj_type, streams):
     """BatchedGaLoreAdamW (the default) against galore-torch's GaLoreAdamW: the same weights, moments and
-    bases, bit for bit, over steps that refresh the bases (from threads) and with chunks of a few
-    tensors each; weight decay and the plain (unprojected) group included."""
+    bases, bit for bit, over steps that refresh the bases (side by side in `streams` threads, or with one
+    in project() as galore-torch does) and with chunks of a few tensors each; weight decay and the plain
+    (unprojected) group included."""
     monkeypatch.setattr(recipes, "UPDATE_CHUNK_ELEMENTS", 100)  # 2-3 chunks a group
     torch.manual_seed(0)
     shapes = [(12, 8), (8, 12), (16, 16), (9, 20)]
@@ -192,7 +193,7 @@ def test_the_batched_update_is_galore_torchs_to_the_bit(monkeypatch, proj_type):
     copies, optimizers = [], []
     for kind in (recipes.GaLoreAdamW, recipes.BatchedGaLoreAdamW):
         matrices, plain = ([w.clone().requires_grad_() for w in ws] for ws in weights)
-        groups = [{"params": plain}, {"params": matrices, **settings}]
+        groups = [{"params": plain}, {"params": matrices, **settings, "refresh_streams": streams}]
         optimizer = kind(groups, lr=1e-2, weight_decay=0.1, no_deprecation_warning=True)
         if kind is recipes.BatchedGaLoreAdamW:
             for t in matrices:
@@ -214,5 +215,5 @@ def test_the_batched_update_is_galore_torchs_to_the_bit(monkeypatch, proj_type):
         want, got = stock.state[a]["projector"].ortho_matrix, batched.state[b]["projector"].ortho_matrix
         for x, y in zip(*(m if proj_type == "full" else [m] for m in (want, got)), strict=True):
             assert torch.equal(x, y)
-        # step 4 refreshed in refresh_bases, ahead of the update's projection
-        assert batched.state[b]["projector"].refreshed_at == 4
+        # step 4 refreshed in refresh_bases, ahead of the update's projection (one stream: in project())
+        assert batched.state[b]["projector"].refreshed_at == (4 if streams > 1 else None)

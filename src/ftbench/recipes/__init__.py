@@ -168,9 +168,6 @@ class AdapterRecipe(Recipe):
 PROJECTED_MODULES = ("self_attn", "mlp")
 PROJECTOR_KEYS = ("rank", "update_proj_gap", "scale", "proj_type", "svd")
 LOWRANK_OVERSAMPLE = 8  # extra columns for torch.svd_lowrank: rank 128 is found to ~1e-3 of full SVD
-# A refresh is one SVD per projected matrix (182 on Gemma-3-1B), each too small to fill an H200: one after
-# another 8.8 s, from 8 threads on a CUDA stream each 3.5 s, with bitwise the same bases (16: 3.3 s).
-REFRESH_STREAMS = 8
 # The batched update works through a group's tensors in chunks of this many low-rank (Adam state)
 # elements: its temporaries (projected gradients, Adam's denominator and update) stay under 0.1 GB, where
 # all at once they would be 3 x 0.34 GB on Gemma-3-1B, at the step's memory peak (weights, gradients and
@@ -208,6 +205,7 @@ def galore_optimizer(projected: list, plain: list, lr: float, g: config.GalorePa
             "update_proj_gap": g.update_proj_gap,
             "scale": g.scale,
             "proj_type": g.proj_type,
+            "refresh_streams": g.refresh_streams,
         },
     ]
     kind, options = (BatchedGaLoreAdamW, {})
@@ -313,36 +311,40 @@ class Projector(GaLoreProjector):
         return basis
 
 
-def refresh_bases(projectors: list[Projector], grads: list[torch.Tensor], steps: list[int]) -> None:
-    """Compute every basis due at this step before the step projects, REFRESH_STREAMS threads side by
-    side, each on a CUDA stream of its own on a GPU: the same calls on the same gradients as one after
-    another, so the same bases. Their time is shared out over the refreshed projectors. `svd: lowrank`
-    is left to project(), one after another as galore-torch does: its fixed seed forks the global RNG,
-    which threads would race for."""
+def refresh_bases(
+    projectors: list[Projector], grads: list[torch.Tensor], steps: list[int], streams: int
+) -> None:
+    """Compute every basis due at this step before the step projects, in `streams` threads side by side,
+    each on a CUDA stream of its own on a GPU: the same calls on the same gradients as one after another,
+    so the same bases. A refresh is one SVD per projected matrix (182 on Gemma-3-1B), each too small to
+    fill an H200: one after another 8.8 s, on 8 streams 3.5 s (bitwise the same bases; 16: 3.3 s). Their
+    time is shared out over the refreshed projectors. With one stream, and for `svd: lowrank` (its fixed
+    seed forks the global RNG, which threads would race for), project() refreshes each in turn on the
+    training stream, as galore-torch does."""
     due = [(pr, g, t) for pr, g, t in zip(projectors, grads, steps, strict=True) if pr.due(t)]
-    if not due or due[0][0].svd == "lowrank":
+    if not due or streams == 1 or due[0][0].svd == "lowrank":
         return
     t0 = resources.synced_clock()
-    streams = _refresh_streams() if torch.cuda.is_available() else [None] * REFRESH_STREAMS
     main = torch.cuda.current_stream() if torch.cuda.is_available() else None
+    sides = _side_streams(streams) if main else [None] * streams
 
     def refresh(k: int) -> None:
-        if streams[k]:
+        if main:
             # the gradients are the main stream's; the main stream waits for the bases below. A basis
             # replaced here is freed to this stream after the main stream's last use of it (the wait).
-            streams[k].wait_stream(main)
-        with torch.cuda.stream(streams[k]):  # None: no stream (the CPU)
-            for projector, grad, step in due[k::REFRESH_STREAMS]:
+            sides[k].wait_stream(main)
+        with torch.cuda.stream(sides[k]):  # None: no stream (the CPU)
+            for projector, grad, step in due[k::streams]:
                 projector.refresh(grad, step)
 
-    with ThreadPoolExecutor(REFRESH_STREAMS) as pool:
-        list(pool.map(refresh, range(REFRESH_STREAMS)))
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(refresh, range(streams)))
     if main:
-        for stream in streams:
-            main.wait_stream(stream)
+        for side in sides:
+            main.wait_stream(side)
         # what the SVDs left cached on the side streams, no other stream can use: hand it back, so that
-        # the refreshes do not add to the stage's peak (on the H200 GaLore's rose from 17.0 to 26.2 GiB
-        # with new streams each refresh and their caches kept)
+        # it does not stay beside the training's memory (on the H200 GaLore's stage peak was 26.2 GiB
+        # NVML with it kept, 20.2 handed back, 17.0 with refreshes one after another)
         torch.cuda.empty_cache()
     seconds = resources.synced_clock() - t0
     for projector, _, _ in due:
@@ -350,9 +352,9 @@ def refresh_bases(projectors: list[Projector], grads: list[torch.Tensor], steps:
 
 
 @functools.cache
-def _refresh_streams() -> list[torch.cuda.Stream]:
+def _side_streams(n: int) -> list[torch.cuda.Stream]:
     """The refreshes' side streams, made once: a new stream each refresh would leave its cache behind."""
-    return [torch.cuda.Stream() for _ in range(REFRESH_STREAMS)]
+    return [torch.cuda.Stream() for _ in range(n)]
 
 
 def _lowrank_basis(weights: torch.Tensor, rank: int, type: str):
@@ -416,9 +418,9 @@ class BatchedGaLoreAdamW(GaLoreAdamW):
         if "rank" in group:
             for p in params:
                 self.state[p].setdefault("step", 0)
-            refresh_bases(
-                [self.state[p]["projector"] for p in params], grads, [self.state[p]["step"] for p in params]
-            )
+            projectors = [self.state[p]["projector"] for p in params]
+            steps = [self.state[p]["step"] for p in params]
+            refresh_bases(projectors, grads, steps, group["refresh_streams"])
         return params, grads
 
     def project(self, group: dict, params: list, grads: list) -> list:
