@@ -186,6 +186,7 @@ def test_the_batched_update_is_galore_torchs_to_the_bit(monkeypatch, proj_type, 
     in project() as galore-torch does) and with chunks of a few tensors each; weight decay and the plain
     (unprojected) group included."""
     monkeypatch.setattr(recipes, "UPDATE_CHUNK_ELEMENTS", 100)  # 2-3 chunks a group
+    monkeypatch.setattr(recipes, "_side_by_side", lambda: True)  # the GPU's threads, without streams
     torch.manual_seed(0)
     shapes = [(12, 8), (8, 12), (16, 16), (9, 20)]
     weights = [torch.randn(s) for s in shapes], [torch.randn(7), torch.randn(3, 1)]

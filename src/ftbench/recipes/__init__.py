@@ -318,11 +318,11 @@ def refresh_bases(
     each on a CUDA stream of its own on a GPU: the same calls on the same gradients as one after another,
     so the same bases. A refresh is one SVD per projected matrix (182 on Gemma-3-1B), each too small to
     fill an H200: one after another 8.8 s, on 8 streams 3.5 s (bitwise the same bases; 16: 3.3 s). Their
-    time is shared out over the refreshed projectors. With one stream, and for `svd: lowrank` (its fixed
-    seed forks the global RNG, which threads would race for), project() refreshes each in turn on the
-    training stream, as galore-torch does."""
+    time is shared out over the refreshed projectors. With one stream, on the CPU (_side_by_side) and for
+    `svd: lowrank` (its fixed seed forks the global RNG, which threads would race for), project()
+    refreshes each in turn on the training stream, as galore-torch does."""
     due = [(pr, g, t) for pr, g, t in zip(projectors, grads, steps, strict=True) if pr.due(t)]
-    if not due or streams == 1 or due[0][0].svd == "lowrank":
+    if not due or streams == 1 or due[0][0].svd == "lowrank" or not _side_by_side():
         return
     t0 = resources.synced_clock()
     main = torch.cuda.current_stream() if torch.cuda.is_available() else None
@@ -344,11 +344,18 @@ def refresh_bases(
             main.wait_stream(side)
         # what the SVDs left cached on the side streams, no other stream can use: hand it back, so that
         # it does not stay beside the training's memory (on the H200 GaLore's stage peak was 26.2 GiB
-        # NVML with it kept, 20.2 handed back, 17.0 with refreshes one after another)
+        # NVML with new streams each refresh and their caches kept, 20.2 with this, 17.0 with refreshes
+        # one after another)
         torch.cuda.empty_cache()
     seconds = resources.synced_clock() - t0
     for projector, _, _ in due:
         projector.svd_s += seconds / len(due)
+
+
+def _side_by_side() -> bool:
+    """Refreshes side by side on a GPU only: on the CPU LAPACK already uses every core, and threads made
+    a refresh of Gemma 3 270M's matrices 1.7x (8 threads) to 3.3x (2) slower on 2 cores."""
+    return torch.cuda.is_available()
 
 
 @functools.cache
@@ -398,10 +405,11 @@ class BatchedGaLoreAdamW(GaLoreAdamW):
     """galore-torch 1.0's GaLoreAdamW update (adamw.py), each operation over many tensors at once.
 
     galore-torch steps one matrix at a time, a dozen small kernels each: on Gemma-3-1B about 2,200
-    launches and 35 ms of host time a step on the H200, beside 74 ms for the forward and backward
-    passes. Here a refresh first computes every due basis side by side (refresh_bases), and Adam's
-    arithmetic runs as torch._foreach_* kernels over a chunk of tensors: the same operations in the same
-    order (on the CPU the same numbers, tests/test_galore.py). Projections stay one matmul per matrix.
+    launches a step; on the H200 (bench, 4,096-token passes) a GaLore step took 106 ms where full
+    fine-tuning's with fused AdamW took 74. Here a refresh first computes every due basis side by side
+    (refresh_bases), and Adam's arithmetic runs as torch._foreach_* kernels over a chunk of tensors: the
+    same operations in the same order (on the CPU the same numbers, tests/test_galore.py). Projections
+    stay one matmul per matrix.
     """
 
     @torch.no_grad()
