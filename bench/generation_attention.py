@@ -29,7 +29,9 @@ model = load_model(model_dir, torch.bfloat16).eval()
 
 def run(label: str, attention: str, new: int = NEW_TOKENS, **cache) -> torch.Tensor:
     model.set_attn_implementation(attention)
-    gen = GenerationConfig(max_new_tokens=new, do_sample=False, eos_token_id=[], pad_token_id=0, **cache)
+    gen = GenerationConfig(
+        max_new_tokens=new, do_sample=False, eos_token_id=[], pad_token_id=tokenizer.pad_token_id, **cache
+    )
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     with torch.no_grad():
