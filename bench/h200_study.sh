@@ -19,6 +19,7 @@
 #                its share of the stages as TARGETS: a stage one study ran, the next `dvc repro` of another
 #                restores from DVC's run-cache instead of running it, so one study ends up holding them all)
 #   MAX_GPU_GIB=  (resources.max_gpu_memory_gib for every stage, e.g. 8 with TARGETS=train@qlora)
+#   SET=  (params.yaml values, as `dvc exp run -S` takes them: e.g. SET="methods.galore.galore.refresh_streams=2")
 #   EVAL_BATCH=256  (evaluate.batch_size: prompts a generate call; 1,024 on a 1B model fits an H200 twice over)
 #   WARM=1  (default: python -m ftbench.warm dvc repro, imports once; on a GPU host only those that leave CUDA
 #            alone: a stage starts in 1-4 s instead of 16-21 s on the H200; WARM=0: each stage on its own)
@@ -66,7 +67,7 @@ if [ ! -d "$STUDY" ]; then
   mkdir -p "$STUDY" && tar cf - --exclude=./.whl --exclude=./.git --exclude=./.venv --exclude=./.gpu/gguf . |
     tar xf - -C "$STUDY"
   cd "$STUDY" || exit 1
-  python3 - <<'PY'
+  python3 - <<'PY' || { echo "h200_study: params.yaml could not be written (a SET key?)"; cd / && rm -rf "$STUDY"; exit 5; }
 import os, yaml
 p = yaml.safe_load(open("params.yaml"))
 p["model"].update(source=os.environ.get("MODEL", "embedded"), dtype="bfloat16", tokenizer=os.environ.get("TOKENIZER") or None)
@@ -87,6 +88,13 @@ p["data"]["max_length"] = 512
 p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=int(os.environ.get("EVAL_BATCH") or 256))
 if os.environ.get("MAX_GPU_GIB"):  # resources.max_gpu_memory_gib: e.g. 8 for issue 13's capped QLoRA stage
     p["resources"]["max_gpu_memory_gib"] = float(os.environ["MAX_GPU_GIB"])
+for item in os.environ.get("SET", "").split():  # key.path=value, the value read as YAML
+    key, _, value = item.partition("=")
+    *parents, last = key.split(".")
+    node = p
+    for k in parents:
+        node = node[k]
+    node[last] = yaml.safe_load(value)
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
   rm -f metrics/resources/*.json  # the committed CPU records: the tables must hold this study's stages only

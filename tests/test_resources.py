@@ -69,6 +69,22 @@ def test_nvml_peak_is_above_the_baseline_with_process_usage_utilisation_and_ener
     assert fields["energy_j"] == 125.0
 
 
+def test_each_phase_records_its_own_nvml_peak():
+    """Which phase holds the stage's peak (GaLore's training, or a validation after it): each phase's
+    highest reading above the baseline, phases that nest each with their own."""
+    gib = 2**30
+    record = resources.Record(stage="demo")
+    readings = [1 * gib, 3 * gib, 9 * gib, 2 * gib, 5 * gib, 4 * gib]
+    record.gpu = resources._Nvml(fake_pynvml(readings), handle=0)
+    with record.phase("train"):  # reads 3 GiB at its start, then 9, and 2 at its end
+        record.gpu.sample(full=False)
+    # load reads 5 at its start, 4 at its end; merge, within it, 4 at its start and end (not load's 5)
+    with record.phase("load"), record.phase("merge"):
+        pass
+    assert record["phase_peak_gpu_gib"] == {"train": 8.0, "merge": 3.0, "load": 4.0}
+    assert set(record["phases_s"]) == {"train", "load", "merge"}
+
+
 def test_training_flops_match_the_known_gemma3_1b_count():
     from ftbench.bench import SHAPES
 

@@ -23,3 +23,4 @@ def test_the_probe_splits_the_start_up_into_steps_that_add_up():
     ]  # no CUDA here: no context step
     assert list(since.values()) == sorted(since.values()) and since["torch"] > 0
     assert abs(sum(each.values()) - since["ftbench.train"]) < 0.05
+    assert result["gpu_mib_and_listed"] == {}  # no GPU: nothing read

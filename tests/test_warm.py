@@ -60,6 +60,16 @@ class Server:
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines()
 
+    def spares(self, count: int = 1) -> list[int]:
+        """The pids of the first `count` spares the server made ready (waits for them)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready = [line for line in self.lines() if line.startswith("ftbench.warm: a spare (process ")]
+            if len(ready) >= count:
+                return [int(line.split("(process ")[1].split(")")[0]) for line in ready]
+            time.sleep(0.1)
+        raise AssertionError(self.log.read_text())
+
     def child(self, module: str) -> int:
         """The pid of the child the server started for `module` (waits for it)."""
         deadline = time.monotonic() + 120
@@ -102,6 +112,30 @@ def test_a_stage_the_server_runs_writes_what_it_writes_alone(server):
     assert any(line.endswith("exited 0") and "ftbench.data" in line for line in server.lines())
     assert digest(paths.PREPARED) == written
     assert warm.stderr.splitlines()[-1] == alone.stderr.splitlines()[-1]  # its log, on the command's stderr
+
+
+def test_a_command_runs_in_the_spare_made_ahead_and_the_next_is_made_at_once(server):
+    """The spare has done every stage's imports before the command comes (on a GPU host most of a stage's
+    start-up); the next one is forked as soon as a command has taken it."""
+    (first,) = server.spares(1)
+    run = stage("ftbench.data", warm=server)
+    assert run.returncode == 0, run.stderr
+    assert server.child("ftbench.data") == first
+    second = server.spares(2)[1]
+    assert second != first and psutil.pid_exists(second)
+    lines = server.lines()
+    started = lines.index(f"ftbench.warm: ftbench.data (pid {first}) started")
+    assert started < next(i for i, line in enumerate(lines) if f"(process {second})" in line)
+
+
+def test_a_command_finding_the_spare_dead_runs_in_a_child_forked_for_it(server):
+    (spare,) = server.spares(1)
+    os.kill(spare, signal.SIGKILL)
+    run = stage("ftbench.data", warm=server)
+    assert run.returncode == 0, run.stderr
+    assert server.child("ftbench.data") != spare
+    said = f"ftbench.warm: the spare (process {spare}) had exited; stages start in children forked for them"
+    assert said in server.lines()
 
 
 def test_a_user_error_reads_and_exits_as_it_does_alone(server, project, tiny_model_dir):
@@ -155,6 +189,18 @@ def test_a_signal_to_the_command_reaches_the_stage(server, project, tiny_model_d
     seen += command.stderr.read()
     assert command.wait(timeout=300) != 0
     assert "checkpoint saved in checkpoints/lora/builtin-seed0, rerun to resume" in seen
+
+
+def test_two_commands_at_once_run_each_in_a_spare_of_its_own(server, project, tiny_model_dir):
+    long_training(project, tiny_model_dir)
+    command, training = start_training(server)
+    first, second = server.spares(2)[:2]
+    assert training == first
+    run = stage("ftbench.report", "--help", warm=server)
+    assert run.returncode == 0, run.stderr
+    assert server.child("ftbench.report") == second
+    command.kill()
+    command.wait()
 
 
 def test_a_command_killed_takes_its_stage_with_it(server, project, tiny_model_dir):
@@ -211,10 +257,10 @@ def test_timeout_over_dvc_repro_returns_once_the_stage_has_saved(tmp_path, tiny_
         for p in psutil.Process(top.pid).children(recursive=True)
         if "--serve" in p.cmdline() and "--serve" not in p.parent().cmdline()
     ]
-    (stage,) = server.children()
+    children = server.children()  # the stage, and the spare waiting for the next command
     top.send_signal(signal.SIGTERM)  # relayed as on expiry: to its command, then to its whole group
     assert top.wait(timeout=300) != 0
-    assert not psutil.pid_exists(stage.pid)  # ended and reaped before timeout returned
+    assert not any(psutil.pid_exists(c.pid) for c in children)  # ended and reaped before timeout returned
     assert (repo / checkpoint.folder("lora", "builtin/seed0") / checkpoint.FILE).exists()
     assert "checkpoint saved in checkpoints/lora/builtin-seed0" in top.stderr.read()
 

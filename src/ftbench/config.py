@@ -113,7 +113,7 @@ class GaloreParams(Strict):
     """Projection refresh by full SVD (galore-torch's), by the eigenvectors of the smaller Gram matrix (the
     same subspace, faster; the vectors' signs differ, so steps after a refresh differ), or by randomized
     torch.svd_lowrank (faster still, approximate)."""
-    refresh_streams: PositiveInt = 8
+    refresh_streams: PositiveInt = 2
     """A refresh's SVDs run side by side in this many threads, on a CUDA stream each (the same bases as one
     after another): faster, with the streams' SVD workspaces held at once; 1 = one after another."""
 

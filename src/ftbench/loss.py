@@ -14,7 +14,11 @@ from ftbench.errors import UserError
 from ftbench.loading import device
 from ftbench.packing import causal_lm, pack
 
-FUSED_CHUNK_TOKENS = 1024
+# Answer positions whose logits exist at once (the output layer and loss, chunk by chunk). The chunk is
+# taken when every activation of the pass is held, so it adds to training's peak: on Gemma 3's 262k
+# vocabulary 256 positions are 128 MiB of bf16 logits (1024 were 512 MiB), and a 256 x 1152 x 262k matmul
+# still fills an H200 (155 GFLOP a chunk).
+FUSED_CHUNK_TOKENS = 256
 # Tokens a pass of a loss without gradients (validation, test loss, merge checks) packs. It keeps no
 # activations, so its memory is one layer's intermediates (an estimated 45 KB a token on the 1B shape)
 # and one chunk of logits; eager passes are launch-bound, so few and full. On the H200 (1B shape): 4-row
@@ -53,7 +57,7 @@ def answer_loss(model, rows: list[dict], fused: bool = False) -> torch.Tensor:
         weight = lm.lm_head.weight.to(torch.bfloat16)
         # liger's default chunk bounds the logits to the size of `hidden`: with a 262k vocabulary that is
         # 16-token chunks, hundreds of small launches (measured 2x slower than no fusion on the H200).
-        # This sets chunks of about FUSED_CHUNK_TOKENS instead (0.5 GB of bf16 logits).
+        # This sets chunks of about FUSED_CHUNK_TOKENS instead.
         budget = max(1, weight.shape[0] * FUSED_CHUNK_TOKENS // (weight.shape[1] * max(1, len(targets))))
         return liger_fused_linear_cross_entropy(
             hidden.to(torch.bfloat16), weight, targets, reduction="sum", softcap=cap, chunk_mem_const=budget

@@ -126,6 +126,7 @@ class _Nvml:
         self.nvml, self.handle = nvml, handle
         self.baseline = self._used()
         self.peak_used = 0
+        self.open_phases: dict[str, int] = {}  # each phase running now, and its peak so far
         self.peak_process: int | None = None
         self.util: list[int] = []
         self.energy0 = self._energy()
@@ -161,7 +162,10 @@ class _Nvml:
         return None
 
     def sample(self, full: bool = True) -> None:
-        self.peak_used = max(self.peak_used, self._used() - self.baseline)
+        used = self._used() - self.baseline
+        self.peak_used = max(self.peak_used, used)
+        for name, peak in list(self.open_phases.items()):  # phases may nest (evaluate's merge in its load)
+            self.open_phases[name] = max(peak, used)
         if not full:
             return
         mine = self._process_used()
@@ -182,16 +186,26 @@ class _Nvml:
 
 
 class Record(dict):
-    """The stage's record; `phase()` times a named part of the work."""
+    """The stage's record; `phase()` times a named part of the work and, on a GPU, its NVML peak (which
+    phase holds the stage's peak: training, or a validation or generation after it)."""
+
+    gpu: _Nvml | None = None  # the stage's NVML readings, set by measure()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
+        if self.gpu:
+            self.gpu.open_phases[name] = 0
+            self.gpu.sample(full=False)
         try:
             yield
         finally:
             self.setdefault("phases_s", {})
             self["phases_s"][name] = round(self["phases_s"].get(name, 0.0) + time.perf_counter() - t0, 2)
+            if self.gpu:
+                self.gpu.sample(full=False)
+                peaks = self.setdefault("phase_peak_gpu_gib", {})
+                peaks[name] = max(peaks.get(name, 0.0), round(self.gpu.open_phases.pop(name) / GIB, 3))
 
 
 def synced_clock() -> float:
@@ -273,6 +287,7 @@ def measure(stage: str, write: bool = True) -> Iterator[Record]:
     record["startup_s"] = round(started_at - handover.command_started_at(), 2)
     cpu0, t0 = me.cpu_times(), time.perf_counter()
     with Sampler() as sampler:
+        record.gpu = sampler.gpu
         yield record
         if cuda:
             torch.cuda.synchronize()

@@ -14,7 +14,13 @@ and runs in its own process, as every command does without a server.
 Why fork and not a pool of fresh interpreters: a forked child shares the server's imported modules at no
 cost. Its limit: torch refuses CUDA in a child forked after its parent initialised CUDA, and
 `import bitsandbytes` (which peft imports) does initialise it. On a host with a GPU the server therefore
-imports only what leaves CUDA alone (WARM_ON_GPU) and each stage still imports bitsandbytes and peft.
+imports only what leaves CUDA alone (WARM_ON_GPU), and the rest is done ahead in a spare: a child forked
+as soon as the last one took a command, which imports what every stage imports and waits for the next
+command. On the H200 those imports were most of a GPU stage's 3-4 s start-up (bench/h200-s29-seed-study-
+records.json), and the stage before runs for a minute or more. Imports start no CUDA context (they hold
+no GPU memory: bench/startup_probe.py), so a spare adds nothing to the memory the running stage measures;
+the stage starts its context itself. A command that finds no spare waiting (two at once) gets a child
+forked for it, as before.
 
 usage: python -m ftbench.warm COMMAND [ARG ...]     (e.g. dvc repro; exits with COMMAND's status)
        python -m ftbench.warm --serve PATH          (the server alone, until killed)
@@ -61,13 +67,15 @@ WARM_ON_GPU = (
 
 
 def serve(path: str) -> None:
-    """Import, then fork a child for each stage command that connects to `path`, until killed."""
+    """Import, then run each stage command that connects to `path` in a child (a spare), until killed."""
     own_env = dict(os.environ)  # as a command has it at hand-over: before the stage modules' imports
-    warm_imports()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(f"{path}.new")
     listener.listen(16)
-    os.replace(f"{path}.new", path)  # the path appears listening: run_warm waits for it
+    # the path appears listening before the imports: run_warm starts the command then, and DVC's own start
+    # overlaps the imports (a command connecting meanwhile waits in the backlog)
+    os.replace(f"{path}.new", path)
+    warm_imports()
     log(f"serving {path}")
     # Ctrl-C reaches every process of the terminal's group: the stages stop on it, the server serves on
     # until run_warm stops it (SIGTERM), and so passes on the stages' exit statuses. A `timeout` signals
@@ -76,9 +84,14 @@ def serve(path: str) -> None:
     # training stage saves its checkpoint and its command gets its status instead of being cut short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop_serving)
-    while True:
-        connection, _ = listener.accept()
-        answer(connection, listener, own_env)
+    children = Children(listener, own_env)
+    try:
+        while True:
+            children.keep_a_spare()
+            connection, _ = listener.accept()
+            children.answer(connection)
+    finally:
+        children.end_spare()
 
 
 def stop_serving(_signum, _frame) -> None:
@@ -88,16 +101,22 @@ def stop_serving(_signum, _frame) -> None:
 
 def warm_imports() -> None:
     """Every stage's imports on a CPU host; on a GPU host those that leave CUDA uninitialised."""
+    t0 = time.perf_counter()
     gpu = gpu_host()
-    folder = str(Path(__file__).parent / "recipes")
-    recipes = (f"ftbench.recipes.{m.name}" for m in pkgutil.iter_modules([folder]))
-    stages = (*(f"ftbench.{s}" for s in handover.STAGES), *recipes)
-    for name in WARM_ON_GPU if gpu else stages:
+    for name in WARM_ON_GPU if gpu else stage_modules():
         with contextlib.suppress(ImportError):  # one a stage would not import either
             importlib.import_module(name)
         if torch.cuda.is_initialized():  # then no child could use CUDA (or a GPU that NVML did not see)
             raise SystemExit(f"ftbench.warm: importing {name} initialised CUDA; stages run without a server")
-    log(f"imported {len(sys.modules)} modules ({'GPU host: CUDA left alone' if gpu else 'CPU host'})")
+    host = "GPU host: CUDA left alone" if gpu else "CPU host"
+    log(f"imported {len(sys.modules)} modules in {time.perf_counter() - t0:.1f} s ({host})")
+
+
+def stage_modules() -> list[str]:
+    """The stage modules and recipes: all a stage imports."""
+    folder = str(Path(__file__).parent / "recipes")
+    recipes = [f"ftbench.recipes.{m.name}" for m in pkgutil.iter_modules([folder])]
+    return [*(f"ftbench.{s}" for s in handover.STAGES), *recipes]
 
 
 def gpu_host() -> bool:
@@ -111,32 +130,118 @@ def gpu_host() -> bool:
         return False
 
 
-def answer(connection: socket.socket, listener: socket.socket, own_env: dict) -> None:
-    """Fork the child for one command, tell the command its pid, and its exit status when it ends."""
-    head, fds, _, _ = socket.recv_fds(connection, handover.HEADER.size, 3)
-    request = json.loads(receive(connection, handover.HEADER.unpack(head)[0]))
-    differs = [
-        k
-        for k in set(own_env) | set(request["env"])
-        if k.startswith(IMPORT_TIME_ENV) and own_env.get(k) != request["env"].get(k)
-    ]
-    if differs:
-        log(f"declined {request['module']}: {', '.join(sorted(differs))} differ from the server's")
-        connection.sendall(b"declined\n")
-        close(connection, fds)
-        return
+class Children:
+    """How the server starts its children: in the spare that waits for the next command, or forked then."""
+
+    def __init__(self, listener: socket.socket, own_env: dict) -> None:
+        self.listener, self.own_env = listener, own_env
+        self.spare: tuple[int, socket.socket] | None = None  # its pid, and the server's end of its socket
+        self.spares_work = True
+
+    def keep_a_spare(self) -> None:
+        """Fork a spare if none waits."""
+        if self.spare is None and self.spares_work:
+            ours, its = socket.socketpair()
+            pid = fork_quietly()
+            if pid == 0:
+                ours.close()
+                self.listener.close()
+                wait_as_spare(its)
+            its.close()
+            self.spare = (pid, ours)
+
+    def end_spare(self) -> None:
+        """At the server's exit: end the spare that waits (it holds nothing) and reap it."""
+        if self.spare is not None:
+            pid, ours = self.spare
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            ours.close()
+
+    def answer(self, connection: socket.socket) -> None:
+        """Run one command in the spare (or a child forked now), tell the command its pid, and its exit
+        status when it ends."""
+        head, fds, _, _ = socket.recv_fds(connection, handover.HEADER.size, 3)
+        body = receive(connection, handover.HEADER.unpack(head)[0])
+        request = json.loads(body)
+        differs = [
+            k
+            for k in set(self.own_env) | set(request["env"])
+            if k.startswith(IMPORT_TIME_ENV) and self.own_env.get(k) != request["env"].get(k)
+        ]
+        if differs:
+            log(f"declined {request['module']}: {', '.join(sorted(differs))} differ from the server's")
+            connection.sendall(b"declined\n")
+            close(connection, fds)
+            return
+        child = self.hand_to_spare(head + body, [*fds, connection.fileno()])
+        if child is None:
+            child = fork_quietly()
+            if child == 0:
+                self.listener.close()
+                run_child(request, fds, connection)
+        for fd in fds:
+            os.close(fd)
+        log(f"{request['module']} (pid {child}) started")
+        connection.sendall(f"{child}\n".encode())
+        # not a daemon: the server's exit waits for it, so the child's status reaches its command
+        threading.Thread(target=report_exit, args=(child, connection, request["module"])).start()
+
+    def hand_to_spare(self, message: bytes, fds: list[int]) -> int | None:
+        """The spare's pid once it has the command (the request and the command's streams and
+        connection); None without a spare, or when it has died (no more spares are made then)."""
+        if self.spare is None:
+            return None
+        (pid, ours), self.spare = self.spare, None
+        try:
+            socket.send_fds(ours, [message], fds)
+            return pid
+        except OSError:
+            os.waitpid(pid, 0)
+            log(f"the spare (process {pid}) had exited; stages start in children forked for them")
+            self.spares_work = False
+            return None
+        finally:
+            ours.close()
+
+
+def fork_quietly() -> int:
+    """os.fork, flushed first so that nothing buffered is written twice, with SIGTERM held back: its
+    handler would otherwise run within an at-fork hook, which drops the SystemExit that ends the serving
+    (a test's SIGTERM just after a stage had exited found the server serving on). The child starts with
+    SIGTERM's default action."""
     sys.stdout.flush()
     sys.stderr.flush()
-    child = os.fork()
-    if child == 0:
-        listener.close()
-        run_child(request, fds, connection)
-    for fd in fds:
-        os.close(fd)
-    log(f"{request['module']} (pid {child}) started")
-    connection.sendall(f"{child}\n".encode())
-    # not a daemon: the server's exit waits for it, so the child's status reaches its command
-    threading.Thread(target=report_exit, args=(child, connection, request["module"])).start()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return pid
+
+
+def wait_as_spare(its: socket.socket) -> None:
+    """In a spare: do every stage's imports, then wait for a command and become it. The server's exit
+    (its end of the socket closed) ends a spare that got none. Never returns."""
+    t0 = time.perf_counter()
+    try:
+        for name in stage_modules():
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+    except BaseException:  # whatever an import raised: not back into the server's loop; the server then
+        traceback.print_exc()  # finds this spare gone and forks children for the stages
+        os._exit(1)
+    log(f"a spare (process {os.getpid()}) is ready in {time.perf_counter() - t0:.1f} s")
+    message, fds, _, _ = socket.recv_fds(its, 2**20, 4)
+    if not message:
+        os._exit(0)
+    size = handover.HEADER.unpack(message[: handover.HEADER.size])[0]
+    body = message[handover.HEADER.size :]
+    while len(body) < size:  # a request longer than one read
+        body += its.recv(size - len(body))
+    its.close()
+    run_child(json.loads(body), fds[:3], socket.socket(fileno=fds[3]))
 
 
 def run_child(request: dict, fds: list[int], connection: socket.socket) -> None:
@@ -217,8 +322,8 @@ def run_warm(command: list[str]) -> int:
         path = str(Path(folder) / "socket")
         server = subprocess.Popen([sys.executable, "-m", "ftbench.warm", "--serve", path])
         try:
-            # every stage gets the server: the command starts once it listens (its imports done), or
-            # without it if it failed
+            # every stage gets the server: the command starts once it listens (its imports under way; a
+            # stage that comes before they end waits for them), or without it if it failed
             while server.poll() is None and not os.path.exists(path):
                 time.sleep(0.1)
             running = subprocess.Popen(command, env={**os.environ, handover.ENV: path})

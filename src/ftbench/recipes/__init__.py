@@ -327,6 +327,10 @@ def refresh_bases(
     t0 = resources.synced_clock()
     main = torch.cuda.current_stream() if torch.cuda.is_available() else None
     sides = _side_streams(streams) if main else [None] * streams
+    if main:
+        # the side streams cannot use the blocks the training stream holds cached (its freed temporaries):
+        # hand those back first, so that the SVDs' workspaces take their place instead of adding to them
+        torch.cuda.empty_cache()
 
     def refresh(k: int) -> None:
         if main:
