@@ -104,12 +104,16 @@ def warm_imports() -> None:
     t0 = time.perf_counter()
     gpu = gpu_host()
     for name in WARM_ON_GPU if gpu else stage_modules():
-        with contextlib.suppress(ImportError):  # one a stage would not import either
-            importlib.import_module(name)
+        import_if_there(name)
         if torch.cuda.is_initialized():  # then no child could use CUDA (or a GPU that NVML did not see)
             raise SystemExit(f"ftbench.warm: importing {name} initialised CUDA; stages run without a server")
     host = "GPU host: CUDA left alone" if gpu else "CPU host"
     log(f"imported {len(sys.modules)} modules in {time.perf_counter() - t0:.1f} s ({host})")
+
+
+def import_if_there(name: str) -> None:
+    with contextlib.suppress(ImportError):  # one a stage would not import either
+        importlib.import_module(name)
 
 
 def stage_modules() -> list[str]:
@@ -227,8 +231,7 @@ def wait_as_spare(its: socket.socket) -> None:
     t0 = time.perf_counter()
     try:
         for name in stage_modules():
-            with contextlib.suppress(ImportError):
-                importlib.import_module(name)
+            import_if_there(name)
     except BaseException:  # whatever an import raised: not back into the server's loop; the server then
         traceback.print_exc()  # finds this spare gone and forks children for the stages
         os._exit(1)
@@ -238,8 +241,7 @@ def wait_as_spare(its: socket.socket) -> None:
         os._exit(0)
     size = handover.HEADER.unpack(message[: handover.HEADER.size])[0]
     body = message[handover.HEADER.size :]
-    while len(body) < size:  # a request longer than one read
-        body += its.recv(size - len(body))
+    body += receive(its, size - len(body))  # the rest of a request longer than one read
     its.close()
     run_child(json.loads(body), fds[:3], socket.socket(fileno=fds[3]))
 
