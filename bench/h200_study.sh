@@ -88,13 +88,10 @@ p["data"]["max_length"] = 512
 p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=int(os.environ.get("EVAL_BATCH") or 256))
 if os.environ.get("MAX_GPU_GIB"):  # resources.max_gpu_memory_gib: e.g. 8 for issue 13's capped QLoRA stage
     p["resources"]["max_gpu_memory_gib"] = float(os.environ["MAX_GPU_GIB"])
+from ftbench.config import set_key  # $STUDY/src is on PYTHONPATH
 for item in os.environ.get("SET", "").split():  # key.path=value, the value read as YAML
     key, _, value = item.partition("=")
-    *parents, last = key.split(".")
-    node = p
-    for k in parents:
-        node = node[k]
-    node[last] = yaml.safe_load(value)
+    set_key(p, key, value)
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
   rm -f metrics/resources/*.json  # the committed CPU records: the tables must hold this study's stages only

@@ -24,7 +24,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-import yaml
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
@@ -157,11 +156,7 @@ def with_overrides(p: config.Params, variant: str) -> tuple[str, config.Params]:
     raw = p.model_dump()
     for item in filter(None, sets.split(",")):
         key, _, value = item.partition("=")
-        node = raw if key.startswith("train.") else raw["methods"][name]
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node[k]
-        node[leaf] = yaml.safe_load(value)
+        config.set_key(raw if key.startswith("train.") else raw["methods"][name], key, value)
     try:
         return name, config.Params.model_validate(raw)
     except ValidationError as err:

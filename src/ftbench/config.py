@@ -425,6 +425,14 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
         raise UserError(f"{path}: {key}: {first['msg']}{got}{note}") from None
 
 
+def set_key(tree: dict, key: str, value: str) -> None:
+    """Set `a.b.c` of a raw params tree to `value` read as YAML, as `dvc exp run -S a.b.c=value` does."""
+    *parents, leaf = key.split(".")
+    for k in parents:
+        tree = tree[k]
+    tree[leaf] = yaml.safe_load(value)
+
+
 def error_key(loc: tuple) -> str:
     """The dotted params.yaml key of a validation error. Pydantic puts a method's recipe (its union's
     tag) after the method's name, where params.yaml has no key: it is left out (see recipe_note)."""
