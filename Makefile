@@ -1,38 +1,46 @@
 # Quickstart: `make repro` runs the study on the embedded model; `make test` runs the tests.
-# Both set up .venv on their own. Dependencies come from pyproject.toml (one source of truth).
-# On a GPU machine: `make repro GPU=1` (docs/container.md).
-VENV   ?= .venv
-TORCH  ?= torch==2.13.0
-# GPU=1: torch's CUDA build from PyTorch's index (the image's default, tests/test_docker.py checks
-# they agree) as an exact local version (torch==2.13.0+cu128), so a CPU build already in the venv is
-# replaced rather than taken as satisfying the pin; plus the `gpu` extra (liger-kernel, the fused loss).
-# Without it pip takes `$(TORCH)` from wherever it finds it: PyPI's Linux wheel is a CUDA build of
-# PyTorch's choosing, this project's CI machines have the CPU build on local disk.
-GPU        ?=
-CUDA_INDEX ?= https://download.pytorch.org/whl/cu128
-COMMA  := ,
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed$(if $(GPU),-gpu)
+# Both set up .venv on their own, exactly from the lock: requirements/cpu.txt, or requirements/gpu.txt
+# with GPU=1 (docs/environment.md). `make lock` regenerates both from pyproject.toml's ranges.
+VENV  ?= .venv
+GPU   ?=
+LOCK  := requirements/$(if $(GPU),gpu,cpu).txt
+# torch's CPU build (2.13.0+cpu) is not on PyPI: pip finds it on PyTorch's CPU index, or in a wheel
+# folder pip's own configuration names. Elsewhere: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(notdir $(LOCK))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install repro test lint seed mlflow image-check
+.PHONY: install lock repro test lint seed mlflow image-check
 
-$(STAMP): pyproject.toml
+# Every package at the lock's version and hash, nothing resolved here; then the project itself.
+$(STAMP): $(LOCK)
+	rm -f $(VENV)/.installed-*
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first: the pin; pyproject's range then adds nothing (see README).
-	$(PY) -m pip install -q $(if $(GPU),--index-url $(CUDA_INDEX) "$(TORCH)+$(notdir $(CUDA_INDEX))","$(TORCH)")
-	$(PY) -m pip install -q -e '.[dev$(if $(GPU),$(COMMA)gpu)]'
+	$(PY) -m pip install -q --require-hashes --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -r $(LOCK) \
+	  || { echo "make install: pip could not install $(LOCK) (see above); if it found no torch 2.13.0+cpu, add TORCH_INDEX=https://download.pytorch.org/whl/cpu" >&2; exit 1; }
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $@
 
 install: $(STAMP)
+
+# Both locks from pyproject.toml's ranges, each version kept where it still fits them; UPGRADE=1 takes
+# the newest (then `make repro` and commit the lock with the metrics it made: docs/environment.md).
+# The CPU lock needs torch 2.13.0+cpu where uv finds it (TORCH_INDEX, or UV_FIND_LINKS=<wheel folder>).
+LOCK_FLAGS = --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+  --custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade)
+lock: install
+	echo "torch==2.13.0+cpu" | uv pip compile pyproject.toml - --extra dev $(LOCK_FLAGS) \
+	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -o requirements/cpu.txt
+	echo "torch==2.13.0" | uv pip compile pyproject.toml - --extra dev --extra gpu $(LOCK_FLAGS) -o requirements/gpu.txt
 
 repro: install
 	@test -d .git || { echo "make repro needs a git checkout (DVC tracks runs in git)"; exit 2; }
 	@test -n "$(GPU)" || ! command -v nvidia-smi > /dev/null \
 	  || echo "make repro: a GPU is present; \`make repro GPU=1\` installs CUDA torch and liger-kernel for it"
-	$(PY) -m ftbench.warm dvc repro  # stages run in a warm server's children: imports paid once (ftbench/warm.py)
+	dvc repro
 
 lint: install
 	ruff check src tests bench
