@@ -1,31 +1,23 @@
 # syntax=docker/dockerfile:1
 # ftbench on a GPU machine: the image holds the dependencies, the repo is bind-mounted at /workspace
-# and `dvc repro` (the default command, under ftbench.warm) runs on it. See compose.yaml and docs/container.md.
+# and `dvc repro` (the default command) runs on it. See compose.yaml and docs/container.md.
 #
-# Base: python:3.11-slim-bookworm with PyTorch's CUDA wheels, not an nvidia/cuda image. The cu128
-# torch wheels bring their own CUDA runtime, cuBLAS, cuDNN and NCCL (nvidia-* wheels) and bitsandbytes
-# ships its CUDA kernels in its wheel, so the container needs only the host driver, which the NVIDIA
-# Container Toolkit mounts in. An nvidia/cuda base would add a second CUDA that torch never loads and
-# a system Python other than the Makefile's 3.11.
+# Base: python:3.11-slim-bookworm, not an nvidia/cuda image. The lock's torch (PyPI's CUDA 13 build)
+# brings its own CUDA runtime, cuBLAS, cuDNN and NCCL (nvidia-* wheels) and bitsandbytes ships its
+# CUDA kernels in its wheel, so the container needs only the host driver (NVIDIA >= 580), which the
+# NVIDIA Container Toolkit mounts in. An nvidia/cuda base would add a second CUDA that torch never
+# loads and a system Python other than the Makefile's 3.11.
 
 # ---------------------------------------------------------------- builder: /opt/venv
 FROM python:3.11-slim-bookworm AS builder
-
-# The torch build: the Makefile's pin (TORCH = torch==<this version>) from PyTorch's CUDA 12.8 index
-# (Hopper/H200 and Blackwell; NVIDIA driver >= 570, or 525+ through CUDA 12 minor-version
-# compatibility). The only torch version here; tests/test_docker.py checks it equals the Makefile's.
-# An exact version, not a free spec, so the pin stays visible (hadolint DL3013). The H200 figures of
-# BENCHMARKS.md were measured on torch 2.11.0+cu130 instead (docs/container.md says why the image
-# differs); that stack: --build-arg TORCH_VERSION=2.11.0 --build-arg TORCH_INDEX=.../whl/cu130.
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# Dependencies come from pyproject.toml, the Makefile's one source of truth, never a requirements
-# list. Only pyproject.toml is copied: with a stub package and README (pip needs the readme file) this
+# Dependencies come from the GPU lock, requirements/gpu.txt, exactly as `make install GPU=1` takes
+# them: every package at its locked version and hash, nothing resolved at build time. Only the lock
+# and pyproject.toml are copied: with a stub package and README (pip needs the readme file) this
 # layer is rebuilt when the dependencies change, not on every code or README edit.
 # The project is installed editable, as the Makefile does, from /workspace: the path where the runtime
 # mounts the repo. pip then writes the `ftbench` command ([project.scripts]) and a .pth entry for
@@ -33,19 +25,15 @@ ENV PATH=/opt/venv/bin:$PATH
 # in site-packages to shadow it.
 WORKDIR /workspace
 COPY pyproject.toml ./
+COPY requirements/gpu.txt requirements/
 RUN mkdir -p src/ftbench && touch README.md src/ftbench/__init__.py
 
-# torch first from the CUDA index, then the project with torch held to the same pin (a constraint,
-# so the project's torch range cannot swap in another build from PyPI). The pip cache is a BuildKit
-# cache mount: these RUNs are root's, so its cache is /root/.cache/pip (none is left in the image).
-# The `gpu` extra adds liger-kernel (the fused output layer + loss, GPU only).
-# The `kernels` package (compiled kernels fetched from the Hugging Face hub at run time) is not
-# wanted: the build fails if some dependency pulls it in.
+# The pip cache is a BuildKit cache mount: these RUNs are root's, so its cache is /root/.cache/pip
+# (none is left in the image).
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" \
-    && echo "torch==$TORCH_VERSION" > /tmp/torch-pin.txt \
-    && pip install --constraint /tmp/torch-pin.txt --editable ".[gpu]" \
-    && if pip show kernels > /dev/null 2>&1; then echo "kernels must not be installed" >&2; exit 1; fi
+    pip install --require-hashes --no-deps -r requirements/gpu.txt \
+    && pip install --no-deps --no-build-isolation --editable . \
+    && pip check
 
 # ---------------------------------------------------------------- runtime
 FROM python:3.11-slim-bookworm AS runtime
@@ -104,6 +92,4 @@ ENV TOKENIZERS_PARALLELISM=false
 
 USER ${HOST_UID}:${HOST_GID}
 WORKDIR /workspace
-# dvc repro with the stage commands in a warm server's children (ftbench/warm.py): on a GPU it imports
-# what leaves CUDA alone once, and a stage starts in 1-4 s instead of 16-21 s (BENCHMARKS.md)
-CMD ["python", "-m", "ftbench.warm", "dvc", "repro"]
+CMD ["dvc", "repro"]

@@ -23,7 +23,7 @@ HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
 COMPOSE = ROOT / "compose.yaml"
 LOCALHOST = "127.0.0.1"
 # variables the Makefile reads from the environment, and a parent make's own
-MAKE_ENVIRONMENT = {"TORCH", "CUDA_INDEX", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+MAKE_ENVIRONMENT = {"GPU", "TORCH_INDEX", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
 
 
 # ---------------------------------------------------------------- reading the files
@@ -78,7 +78,7 @@ def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
 def pip_installs(commands: str) -> list[list[str]]:
     """The arguments of every `pip install` in a shell command line (make variables kept as text)."""
     result = []
-    for segment in re.split(r"&&|\|\||;|\n", commands):
+    for segment in re.split(r"&&|\|\||;|\n", commands.replace("\\\n", " ")):  # continued lines joined
         if not re.search(r"\bpip\s+install\b", segment):
             continue
         words = shlex.split(segment)
@@ -111,12 +111,6 @@ def apt_packages(stage: list[tuple[str, str]]) -> set[str]:
             if words[:2] == ["apt-get", "install"]:
                 found |= {w for w in words[2:] if not w.startswith("-")}
     return found
-
-
-def extras(requirement: str) -> set[str]:
-    """`.[a,b]` -> {"a", "b"}."""
-    match = re.search(r"\[(.*)\]", requirement)
-    return set(match.group(1).split(",")) if match else set()
 
 
 def make_install_commands(**variables: str) -> str:
@@ -182,7 +176,7 @@ def runtime(dockerfile: str) -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def builder(dockerfile: str) -> list[tuple[str, str]]:
     """The stage that installs the dependencies into the venv the runtime copies."""
-    return next(s for s in stages(dockerfile) if any("torch==" in a for k, a in s if k == "RUN"))
+    return next(s for s in stages(dockerfile) if any("requirements/" in a for k, a in s if k == "RUN"))
 
 
 @pytest.fixture(scope="module")
@@ -219,53 +213,40 @@ def test_hadolint_config_fails_on_warnings_and_justifies_every_ignored_rule():
 # ---------------------------------------------------------------- 2. one dependency spec
 
 
-def test_dockerfile_installs_from_the_same_spec_as_the_makefile(dockerfile: str):
-    make_installs = [requirements_of(a) for a in pip_installs(make_install_commands())]
-    docker_installs = [
-        requirements_of(a) for kw, args in instructions(dockerfile) if kw == "RUN" for a in pip_installs(args)
-    ]
-    # Both install the project from pyproject.toml: `pip install -e '.[dev]'` and `pip install '.[gpu]'`.
-    assert any(r.startswith(".") for reqs in make_installs for r in reqs), make_installs
-    assert [".[gpu]"] in docker_installs, docker_installs
-    assert any(kw == "COPY" and "pyproject.toml" in args.split() for kw, args in instructions(dockerfile))
-    # Besides the project, each installs torch from its one pin, and nothing else by name: no package of
-    # pyproject's dependencies is re-listed, no requirements file, no `kernels`.
-    make_pin = re.search(r"^TORCH\s*\??=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M).group(1)
-    assert {r for reqs in make_installs for r in reqs if not r.startswith(".")} <= {"pip", make_pin}
-    assert {r for reqs in docker_installs for r in reqs} == {".[gpu]", "torch==$TORCH_VERSION"}
+def lock_installs(installs: list[list[str]]) -> list[list[str]]:
+    """The pip installs among `installs` that read a requirements file."""
+    return [a for a in installs if "-r" in a or "--requirement" in a]
+
+
+def lock_file(pip_args: list[str]) -> str:
+    flag = next(i for i, a in enumerate(pip_args) if a in ("-r", "--requirement"))
+    return pip_args[flag + 1]
+
+
+def test_dockerfile_installs_the_gpu_lock_as_make_install_gpu_does(dockerfile: str):
+    """One spec: the image and `make install GPU=1` both install requirements/gpu.txt, each package at its
+    locked version and hash and nothing resolved (--require-hashes, --no-deps), then the project alone."""
     runs = " ; ".join(args for keyword, args in instructions(dockerfile) if keyword == "RUN")
-    assert not any(a in ("-r", "--requirement") for args in pip_installs(runs) for a in args)
-    assert not list(ROOT.glob("requirements*.txt"))
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert any(re.match(r"torch\b", d) for d in dependencies)
+    for installs, lock in (
+        (pip_installs(runs), "requirements/gpu.txt"),
+        (pip_installs(make_install_commands(GPU="1")), "requirements/gpu.txt"),
+        (pip_installs(make_install_commands()), "requirements/cpu.txt"),
+    ):
+        locked = lock_installs(installs)
+        assert [lock_file(a) for a in locked] == [lock], installs
+        assert {"--require-hashes", "--no-deps"} <= set(locked[0]), locked
+        others = [a for a in installs if a not in locked]
+        # the rest installs the project itself, without resolving anything
+        assert all("--no-deps" in a and requirements_of(a) in ([], ["."]) for a in others), others
+        assert any(requirements_of(a) == ["."] for a in others), others
+    copied = [args.split() for kw, args in instructions(dockerfile) if kw == "COPY"]
+    assert any("requirements/gpu.txt" in args for args in copied), copied
 
 
-def test_torch_pin_is_the_same_in_the_makefile_and_the_dockerfile(builder):
-    make_pin = re.search(r"^TORCH\s*\??=\s*torch==(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M)
-    assert make_pin, "the Makefile pins torch as TORCH ?= torch==<version>"
-    assert arg_defaults(builder).get("TORCH_VERSION") == make_pin.group(1)
-    assert "download.pytorch.org/whl/cu" in arg_defaults(builder).get("TORCH_INDEX", "")
-
-
-def test_make_gpu_install_is_the_images_torch_and_extras(builder):
-    """`make repro GPU=1` on a GPU machine gets what the image has: torch's CUDA build from the image's
-    index and the `gpu` extra; as an exact local version (a CPU build in the venv would satisfy a bare
-    torch==X) and with its own stamp, so switching flavours reinstalls."""
-    commands = make_install_commands(GPU="1")
-    installs = pip_installs(commands)
-    torch_args = next(a for a in installs if any(r.startswith("torch") for r in requirements_of(a)))
-    index = arg_defaults(builder)["TORCH_INDEX"]
-    assert torch_args[torch_args.index("--index-url") + 1] == index
-    cuda = index.rstrip("/").rsplit("/", 1)[-1]
-    assert requirements_of(torch_args) == [f"torch=={arg_defaults(builder)['TORCH_VERSION']}+{cuda}"]
-    project = [r for a in installs for r in requirements_of(a) if r.startswith(".")]
-    image_extras = {e for r in requirements_of(project_install(builder)[0]) for e in extras(r)}
-    assert len(project) == 1 and image_extras <= extras(project[0]), (project, image_extras)
-    assert "touch /nonexistent/venv/.installed-gpu" in commands.splitlines()
-    # without GPU=1: the pin as it is, the dev extra only, the plain stamp (the README's `-o` names it)
-    cpu = make_install_commands()
-    assert "--index-url" not in cpu and "gpu" not in cpu
-    assert "touch /nonexistent/venv/.installed" in cpu.splitlines()
+def test_make_install_stamps_each_lock_apart():
+    """Switching between the CPU and GPU lock reinstalls: each has its own stamp, named after it."""
+    assert "touch /nonexistent/venv/.installed-gpu.txt" in make_install_commands(GPU="1").splitlines()
+    assert "touch /nonexistent/venv/.installed-cpu.txt" in make_install_commands().splitlines()
 
 
 def test_pip_cache_mount_is_the_cache_of_the_user_running_pip(dockerfile: str):
@@ -355,18 +336,15 @@ def test_dockerfile_runs_dvc_repro_as_a_non_root_user(dockerfile: str, runtime):
         user = user.replace(f"${{{name}}}", value).replace(f"${name}", value)
     assert user not in ("", "root", "0"), users[-1]
     command = json.loads([args for keyword, args in runtime if keyword == "CMD"][-1])
-    assert command == ["python", "-m", "ftbench.warm", "dvc", "repro"]  # its stages in a warm server
+    assert command == ["dvc", "repro"]
 
 
-def test_image_has_what_triton_needs_at_run_time(dockerfile: str, builder, runtime, pyproject):
+def test_image_has_what_triton_needs_at_run_time(dockerfile: str, runtime):
     """Triton (liger-kernel's fused loss, on by default) builds a C launcher on first use: `cc` with the
     libc headers and Python.h. Without them the default GPU path fails with "Failed to find C compiler"."""
-    project_args, _ = project_install(builder)
-    installed_extras = {e for r in requirements_of(project_args) for e in extras(r)}
-    optional = pyproject["project"]["optional-dependencies"]
-    names = {re.match(r"[\w.-]+", d).group(0).lower() for e in installed_extras for d in optional[e]}
-    # the premise: the installed extras bring Triton kernels (if not, this test has nothing to check)
-    assert names & {"liger-kernel", "triton"}, installed_extras
+    locked = re.findall(r"^([a-z0-9._-]+)==", (ROOT / "requirements/gpu.txt").read_text(), re.M)
+    # the premise: the image's lock brings Triton kernels (if not, this test has nothing to check)
+    assert {"liger-kernel", "triton"} <= set(locked)
     packages = apt_packages(runtime)
     assert packages & {"gcc", "clang", "build-essential"}, f"no C compiler in the runtime image: {packages}"
     assert packages & {"libc6-dev", "build-essential"}, (
