@@ -15,7 +15,6 @@ import sys
 import time
 
 import torch
-from transformers import get_scheduler
 
 from ftbench import config, paths, train
 from ftbench.atomic import read_jsonl
@@ -33,12 +32,7 @@ def arm(p: config.Params, method: config.MethodParams, accumulation: str, total:
     torch.manual_seed(0)
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
     model.train()
-    scheduler = get_scheduler(
-        train.SCHEDULES[p.train.schedule],
-        optimizer,
-        num_warmup_steps=math.ceil(p.train.warmup_ratio * total),
-        num_training_steps=total,
-    )
+    scheduler = train.schedule(p.train.schedule, optimizer, math.ceil(p.train.warmup_ratio * total), total)
     return model, optimizer, scheduler, [t for g in optimizer.param_groups for t in g["params"]]
 
 

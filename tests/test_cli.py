@@ -79,7 +79,7 @@ def test_every_command_help_lists_the_keys_it_reads(command, capsys):
 
 
 def test_help_without_params_yaml_names_the_argument_in_general(tmp_path):
-    run = python_m("ftbench.evaluate", "--help", cwd=tmp_path)
+    run = python_m("ftbench", "evaluate", "--help", cwd=tmp_path)
     assert run.returncode == 0
     said = " ".join(run.stdout.split())  # argparse wraps the argument's help
     assert "base (the untrained model) or a method of params.yaml (params.yaml did not load:" in said

@@ -101,7 +101,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_a_stage_reports_bad_params_in_one_line_without_traceback(tmp_path):
     write(tmp_path, lambda p: p["evaluate"].update(batch_size=0))
     run = subprocess.run(
-        [sys.executable, "-m", "ftbench.report"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "ftbench", "report"], cwd=tmp_path, capture_output=True, text=True
     )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [

@@ -63,7 +63,7 @@ def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_m
         write_params(
             project, tiny_model_dir, **settings, **{"resources.gpus": gpus, "resources.peak_tflops": PEAK}
         )
-        done = stage(project, "ftbench.train", method)
+        done = stage(project, "ftbench", "train", method)
         assert done.returncode == 0, done.stderr[-2000:]
         curves[gpus] = curve(method)
         weights[gpus] = trained_weights(method)
@@ -97,7 +97,7 @@ def test_evaluation_shards_the_test_set_and_gathers_every_answer(prepared, proje
     answers = {}
     for gpus in (1, 2):
         write_params(project, tiny_model_dir, **SEVERAL_GPUS, **{"resources.gpus": gpus})
-        done = stage(project, "ftbench.evaluate", "base")
+        done = stage(project, "ftbench", "evaluate", "base")
         assert done.returncode == 0, done.stderr[-2000:]
         rows = [json.loads(x) for x in paths.predictions_file("base", _run()).read_text().splitlines()]
         answers[gpus] = [r["prediction"] for r in rows]
@@ -110,7 +110,7 @@ def test_evaluation_shards_the_test_set_and_gathers_every_answer(prepared, proje
 def test_layerwise_galore_on_two_processes_is_refused_with_the_fix(prepared, project, tiny_model_dir):
     layerwise = {"methods.galore.galore.layerwise": True, "train.cuda_graphs": False}
     write_params(project, tiny_model_dir, **{"resources.gpus": 2, **layerwise})
-    done = stage(project, "ftbench.train", "qlora")
+    done = stage(project, "ftbench", "train", "qlora")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "galore.layerwise: true needs resources.gpus: 1" in done.stderr
     assert "set it false to train on several GPUs" in done.stderr

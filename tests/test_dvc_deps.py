@@ -1,6 +1,7 @@
 """dvc.yaml's deps are exactly the code each stage runs: `dvc repro` reruns a stage when, and only when,
-a src/ftbench module it imports (directly or not, lazily or not) changes. The one import by name,
-`recipes.get`, is followed to the recipe of the method the stage runs."""
+a src/ftbench module it imports (directly or not, lazily or not) changes. The two imports by name are
+followed: the command line's, to the command's module, and `recipes.get`, to the recipe of the method
+the stage runs."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from .conftest import ROOT
 
 SRC = ROOT / "src"
 PACKAGE_DIR = SRC / "ftbench"
-STAGE_MODULE = re.compile(r"python -m (ftbench\.\w+)")
-REGISTRY = "recipes"  # <package>.recipes.get(name) imports <package>.recipes.<name>, the one import by name
+STAGE_COMMAND = re.compile(r"python -m ftbench (\w+)")
+REGISTRY = "recipes"  # <package>.recipes.get(name) imports <package>.recipes.<name>
+COMMAND_LINE = "cli"  # <package>.cli imports <package>.<command> for `python -m <package> <command>`
 
 
 def module_file(name: str, src: Path) -> Path | None:
@@ -65,13 +67,17 @@ def _is_dynamic_import(call: ast.Call) -> bool:
     )
 
 
-def reachable(module: str, src: Path = SRC, recipes: Collection[str] = ()) -> set[Path]:
+def reachable(
+    module: str, src: Path = SRC, recipes: Collection[str] = (), command: str | None = None
+) -> set[Path]:
     """The files of `module`'s package that `python -m <module>` executes, given the `recipes` it asks
-    the registry for: the module, what it imports transitively, and the __init__ of every package on
-    the way."""
+    the registry for and the `command` the command line runs: the module, what it imports
+    transitively, and the __init__ of every package on the way."""
     package = module.split(".")[0]
-    registry = f"{package}.{REGISTRY}"
-    by_name = {f"{registry}.{r}" for r in recipes}
+    by_name = {
+        f"{package}.{REGISTRY}": {f"{package}.{REGISTRY}.{r}" for r in recipes},
+        f"{package}.{COMMAND_LINE}": {f"{package}.{command}"} if command else None,
+    }
     seen: set[str] = set()
     todo = [module]
     while todo:
@@ -83,7 +89,7 @@ def reachable(module: str, src: Path = SRC, recipes: Collection[str] = ()) -> se
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b runs a/__init__
         path = module_file(name, src)
         if path is not None:
-            loads = imported_names(path, name, by_name if name == registry else None)
+            loads = imported_names(path, name, by_name.get(name))
             todo += [n for n in loads if n.split(".")[0] == package]
     return {f for f in (module_file(n, src) for n in seen) if f is not None}
 
@@ -108,7 +114,7 @@ def recipes_run(stage) -> set[str]:
     none for the base model or a stage without one. An ensemble's stage counts as running every recipe:
     DVC cannot look its members' recipes up, so it depends on the whole recipes/ folder."""
     p = config.load(ROOT / "params.yaml")
-    args = stage.cmd.split()[3:]
+    args = stage.cmd.split()[4:]
     if any(arg in p.ensembles for arg in args):
         return {f.stem for f in (PACKAGE_DIR / REGISTRY).glob("*.py") if f.stem != "__init__"}
     return {p.methods[arg].recipe for arg in args if arg in p.methods}
@@ -117,12 +123,14 @@ def recipes_run(stage) -> set[str]:
 STAGES = stages()
 
 
-def walked(tmp_path: Path, files: dict[str, str], recipes: Collection[str] = ()) -> set[str]:
+def walked(
+    tmp_path: Path, files: dict[str, str], recipes: Collection[str] = (), command: str | None = None
+) -> set[str]:
     """The files of a package `pkg` of `files` (path -> text) that `python -m pkg.stage` runs."""
     for name, text in files.items():
         (tmp_path / "pkg" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "pkg" / name).write_text(text)
-    return {str(p.relative_to(tmp_path / "pkg")) for p in reachable("pkg.stage", tmp_path, recipes)}
+    return {str(p.relative_to(tmp_path / "pkg")) for p in reachable("pkg.stage", tmp_path, recipes, command)}
 
 
 def test_the_walk_follows_every_kind_of_import(tmp_path):
@@ -147,6 +155,18 @@ def test_the_walk_refuses_imports_it_cannot_follow(tmp_path):
         reachable("pkg.stage", tmp_path)
 
 
+def test_the_walk_follows_the_command_line_to_the_command_run(tmp_path):
+    files = {
+        "__init__.py": "",
+        "stage.py": "from pkg import cli\n",
+        "cli.py": "import importlib\ndef main(c):\n    importlib.import_module(f'pkg.{c}')\n",
+        "train.py": "from pkg import leaf\n",
+        "report.py": "",
+        "leaf.py": "",
+    }
+    assert walked(tmp_path, files, command="train") == set(files) - {"report.py"}
+
+
 def test_the_walk_follows_the_registry_to_the_recipes_asked_for(tmp_path):
     files = {
         "__init__.py": "",
@@ -162,9 +182,10 @@ def test_the_walk_follows_the_registry_to_the_recipes_asked_for(tmp_path):
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
 def test_stage_deps_are_exactly_the_code_it_runs(stage):
-    module = STAGE_MODULE.search(stage.cmd)
-    assert module, f"{stage.name}: its cmd does not run `python -m ftbench.<stage>`"
-    runs, listed = reachable(module.group(1), recipes=recipes_run(stage)), code_deps(stage)
+    command = STAGE_COMMAND.search(stage.cmd)
+    assert command, f"{stage.name}: its cmd does not run `python -m ftbench <command>`"
+    runs = reachable("ftbench.__main__", recipes=recipes_run(stage), command=command.group(1))
+    listed = code_deps(stage)
     missing = sorted(str(p.relative_to(ROOT)) for p in runs - listed)
     extra = sorted(str(p.relative_to(ROOT)) for p in listed - runs)
     assert not missing, f"{stage.name} runs code dvc.yaml does not list as a dep: {missing}"
@@ -256,9 +277,9 @@ def declared_params(stage) -> set[str]:
 def test_stage_params_are_the_keys_its_command_declares(stage):
     """ftbench.commands declares what each command reads (its --help lists it, with no dvc.yaml at hand);
     the slow test below checks dvc.yaml's params against the reads themselves."""
-    _, _, module, *args = stage.cmd.split()
+    _, _, _, command, *args = stage.cmd.split()
     p = config.load(ROOT / "params.yaml")  # an ensemble's reads name its members
-    assert declared_params(stage) == commands.params_read(module.removeprefix("ftbench."), *args, p=p)
+    assert declared_params(stage) == commands.params_read(command, *args, p=p)
 
 
 def is_covered(read: str, declared: set[str], foreach: set[str]) -> bool:
@@ -276,12 +297,12 @@ def is_read(declared: str, reads: Reads) -> bool:
 
 
 def run_in_process(stage, reads: Reads) -> None:
-    """The stage's `python -m ftbench.<stage> <args>`, in this process, with its params watched."""
-    _, _, module, *args = stage.cmd.split()
+    """The stage's `python -m ftbench <command> <args>`, in this process, with its params watched."""
+    _, _, _, command, *args = stage.cmd.split()
     load = config.load
     with pytest.MonkeyPatch.context() as m:
         m.setattr(config, "load", lambda *a: watch(load(*a), "", reads))
-        importlib.import_module(module).main(args)
+        importlib.import_module(f"ftbench.{command}").main(args)
 
 
 @pytest.mark.slow

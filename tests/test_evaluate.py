@@ -187,12 +187,12 @@ def test_merged_and_adapter_forms_score_the_same_test_loss_and_say_which_was_sco
 def test_a_merge_that_is_not_the_trained_model_stops_with_one_line(
     adapter, project, tiny_model_dir, st, monkeypatch
 ):
-    from ftbench import merge
     from ftbench.errors import UserError
+    from ftbench.recipes import qlora
 
     with_adapter, _ = evaluate_qlora(project, tiny_model_dir, st, "adapter")
-    delta = merge.lora_delta
-    monkeypatch.setattr(merge, "lora_delta", lambda layer, name="default": 2 * delta(layer, name))
+    delta = qlora.lora_delta
+    monkeypatch.setattr(qlora, "lora_delta", lambda layer, name="default": 2 * delta(layer, name))
     # a random model's loss sits near ln(vocabulary) whatever its weights (a doubled adapter moves it by
     # 7e-4), so the tolerance is brought down to what fp32 holds (1e-5 measured) for the check to see it
     monkeypatch.setattr(evaluate, "CONTINUITY_RTOL", 1e-4)

@@ -3,16 +3,16 @@
 import pytest
 import torch
 
-from ftbench import config, paths, recipes, train
+from ftbench import config, optim, paths, train
 from ftbench.atomic import read_jsonl
 from ftbench.loss import answer_loss, answer_tokens
-from ftbench.recipes import galore
+from ftbench.recipes import full, galore
 
 
-def stock_optimizer(optimizer) -> recipes.GaLoreAdamW:
+def stock_optimizer(optimizer) -> optim.GaLoreAdamW:
     """galore-torch's own GaLoreAdamW over the same groups and settings; it builds galore-torch's own
     projectors at its first step, so the reference is galore-torch alone."""
-    return recipes.GaLoreAdamW([dict(g) for g in optimizer.param_groups], no_deprecation_warning=True)
+    return optim.GaLoreAdamW([dict(g) for g in optimizer.param_groups], no_deprecation_warning=True)
 
 
 def galore_losses(p, rows_per_step: list[list[int]], **galore_options) -> list[float]:
@@ -27,14 +27,13 @@ def galore_losses(p, rows_per_step: list[list[int]], **galore_options) -> list[f
     rows = read_jsonl(paths.split_file("builtin", "train"))
     torch.manual_seed(0)
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
-    if not method.galore.layerwise:
-        optimizer = stock_optimizer(optimizer)
+    recipe = galore.RECIPE
+    if not method.galore.layerwise:  # galore-torch alone, driven by the hooks of a stock torch optimizer
+        optimizer, recipe = stock_optimizer(optimizer), full.RECIPE
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     steps = [[[rows[i] for i in micro] for micro in step] for step in rows_per_step]
-    return [
-        train.train_step(galore.RECIPE, model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps
-    ]
+    return [train.train_step(recipe, model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps]
 
 
 # step 1 is one micro-batch (the projection basis comes from it either way); then two per step
@@ -146,7 +145,7 @@ def test_faster_svds_find_the_same_subspace_as_full_svd(svd, tall):
     grad = grad if tall else grad.T  # 64 x 256: the left side
     bases, subspaces = {}, {}
     for kind in ("full", svd):
-        proj = recipes.Projector(16, 200, 0.25, "std", svd=kind)
+        proj = optim.Projector(16, 200, 0.25, "std", svd=kind)
         proj.project(grad, 0)
         bases[kind] = basis = proj.ortho_matrix
         subspaces[kind] = basis.T @ basis if tall else basis @ basis.T  # projector onto the kept subspace
@@ -160,7 +159,7 @@ def test_the_gram_basis_is_the_svds_on_either_side_up_to_sign(type):
     grad = torch.randn(48, 20)
     u, _, vh = (t.float() for t in torch.linalg.svd(grad.double(), full_matrices=False))
     for g, (left, right) in ((grad, (u[:, :8], vh[:8])), (grad.T, (vh[:8].T, u[:, :8].T))):
-        got = recipes._gram_basis(g, 8, type)
+        got = optim._gram_basis(g, 8, type)
         want = {"left": left, "right": right, "full": [left, right]}[type]
         for a, b in zip(got if type == "full" else [got], want if type == "full" else [want], strict=True):
             torch.testing.assert_close(a.abs(), b.abs(), atol=1e-5, rtol=0)
@@ -185,20 +184,20 @@ def test_the_batched_update_is_galore_torchs_to_the_bit(monkeypatch, proj_type, 
     bases, bit for bit, over steps that refresh the bases (side by side in `streams` threads, or with one
     in project() as galore-torch does) and with chunks of a few tensors each; weight decay and the plain
     (unprojected) group included."""
-    monkeypatch.setattr(recipes, "UPDATE_CHUNK_ELEMENTS", 100)  # 2-3 chunks a group
-    monkeypatch.setattr(recipes, "_side_by_side", lambda: True)  # the GPU's threads, without streams
+    monkeypatch.setattr(optim, "UPDATE_CHUNK_ELEMENTS", 100)  # 2-3 chunks a group
+    monkeypatch.setattr(optim, "_side_by_side", lambda: True)  # the GPU's threads, without streams
     torch.manual_seed(0)
     shapes = [(12, 8), (8, 12), (16, 16), (9, 20)]
     weights = [torch.randn(s) for s in shapes], [torch.randn(7), torch.randn(3, 1)]
     settings = {"rank": 4, "update_proj_gap": 2, "scale": 0.25, "proj_type": proj_type}
     copies, optimizers = [], []
-    for kind in (recipes.GaLoreAdamW, recipes.BatchedGaLoreAdamW):
+    for kind in (optim.GaLoreAdamW, optim.BatchedGaLoreAdamW):
         matrices, plain = ([w.clone().requires_grad_() for w in ws] for ws in weights)
         groups = [{"params": plain}, {"params": matrices, **settings, "refresh_streams": streams}]
         optimizer = kind(groups, lr=1e-2, weight_decay=0.1, no_deprecation_warning=True)
-        if kind is recipes.BatchedGaLoreAdamW:
+        if kind is optim.BatchedGaLoreAdamW:
             for t in matrices:
-                optimizer.state[t]["projector"] = recipes.Projector(**settings)
+                optimizer.state[t]["projector"] = optim.Projector(**settings)
         copies.append(matrices + plain)
         optimizers.append(optimizer)
     for _ in range(5):

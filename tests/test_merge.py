@@ -5,6 +5,7 @@ import torch
 
 from ftbench import config, loss, merge, paths
 from ftbench.loading import load_model
+from ftbench.recipes import qlora
 from ftbench.recipes.qlora import RECIPE as QLORA
 
 from .conftest import write_params
@@ -17,7 +18,7 @@ def batch_loss(model) -> float:
 
 
 def merge_onto(adapter, merge_base: str):
-    return merge.merged_model(paths.BASE, adapter, merge_base, QLORA.load_trained(paths.BASE, adapter))
+    return qlora.merged_model(paths.BASE, adapter, merge_base, QLORA.load_trained(paths.BASE, adapter))
 
 
 def test_merged_model_matches_the_4bit_model_with_its_adapter(adapter):
@@ -62,4 +63,4 @@ def test_merging_after_the_nf4_model_ran_is_refused_where_bitsandbytes_repacks_i
     trained = QLORA.load_trained(paths.BASE, adapter).eval()
     batch_loss(trained)  # the first forward pass in eval mode repacks the weights for bitsandbytes' kernel
     with pytest.raises(RuntimeError, match="before the NF4 model runs"):
-        merge.merged_model(paths.BASE, adapter, "nf4", trained=trained)
+        qlora.merged_model(paths.BASE, adapter, "nf4", trained=trained)

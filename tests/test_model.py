@@ -109,7 +109,7 @@ def test_a_cached_hub_model_loads_offline(project, tiny_model_dir):
     # huggingface_hub reads HF_HOME when imported, so the stage runs in a process of its own
     env = {**os.environ, "HF_HOME": str(project / "hf"), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "ftbench.model"], cwd=project, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "ftbench", "model"], cwd=project, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (paths.BASE / "model.safetensors").exists()

@@ -5,7 +5,7 @@ import signal
 import pytest
 import torch
 
-from ftbench import chat, config, data, loss, paths, recipes, tracking, train
+from ftbench import chat, config, data, loss, paths, tracking, train
 from ftbench.errors import UserError
 from ftbench.loading import load_model, load_tokenizer
 from ftbench.recipes import galore, qlora
@@ -66,7 +66,7 @@ def test_galore_projects_attention_and_mlp_matrices_only(prepared, train_embeddi
     plain = [n for n in facts["not_projected"] if "norm" not in n]
     assert plain == (["model.embed_tokens.weight"] if train_embedding else [])  # a matrix, not projected
     with pytest.raises(RuntimeError, match="GaLore did not project"):
-        recipes.check_projected(optimizer)
+        optimizer.check_projected()
 
 
 def test_qlora_runs_on_nf4_with_adapters_only(prepared):
@@ -245,3 +245,25 @@ def test_a_resumed_run_reports_the_tokens_per_s_of_the_whole_run(prepared, proje
     # two identical runs on this shared 2-core CPU differ by up to ~11% in rate; a rate from the
     # resumed process's own seconds alone would be ~4x
     assert resumed.record["tokens_per_s"] == pytest.approx(uninterrupted.record["tokens_per_s"], rel=0.25)
+
+
+@pytest.mark.parametrize(
+    ("name", "hf_name"), [("linear", "linear"), ("cosine", "cosine"), ("constant", "constant_with_warmup")]
+)
+def test_schedules_are_transformers_own_at_every_step(name, hf_name):
+    """train.schedule gives transformers' get_scheduler learning rates, to the bit, warm-up included."""
+    from transformers import get_scheduler
+
+    def lrs(make) -> list[float]:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2e-4)
+        scheduler = make(optimizer)
+        out = []
+        for _ in range(23):
+            out.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    ours = lrs(lambda o: train.schedule(name, o, warmup=3, total=20))
+    assert ours == lrs(lambda o: get_scheduler(hf_name, o, num_warmup_steps=3, num_training_steps=20))
+    assert len(set(ours)) > 2 or name == "constant"

@@ -479,7 +479,3 @@ def write_markdown(lines: list[dict], args) -> None:
 
 def _mean_length(rows: list[dict]) -> float:
     return sum(len(r["input_ids"]) for r in rows) / len(rows)
-
-
-if __name__ == "__main__":
-    main()

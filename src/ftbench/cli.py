@@ -1,16 +1,24 @@
-"""`ftbench <command> [args]`: the same as `python -m ftbench.<command> [args]`.
+"""`ftbench <command> [args]` (or `python -m ftbench <command> [args]`): every pipeline stage and tool.
 
-`ftbench --help` lists the commands; `ftbench <command> --help` says what one takes and reads.
+`ftbench --help` lists the commands; `ftbench <command> --help` says what one takes and reads. dvc.yaml's
+stages run these commands, so what a stage runs is this module, the command's module and their imports.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from ftbench import commands
+from ftbench import commands, progress
 from ftbench.errors import UserError, exit_for_user_error
+
+# Forward passes change shape from one micro-batch to the next; with fixed-size segments the CUDA
+# caching allocator fragments and the device holds several GiB more than torch uses. torch reads the
+# setting when CUDA starts, which `import bitsandbytes` already does: it is set before the command's
+# imports. A user's own setting wins.
+CUDA_ALLOCATOR = ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 def top_parser() -> commands.Parser:
@@ -40,4 +48,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.command is None:  # a usage error, but a newcomer's first try: show what there is
         ap.print_help(sys.stderr)
         raise SystemExit(2)
+    os.environ.setdefault(*CUDA_ALLOCATOR)
+    progress.quiet_third_party()  # before the command's imports: bitsandbytes logs on import
     importlib.import_module(f"ftbench.{args.command}").main(args.args)

@@ -279,7 +279,3 @@ def main(argv: list[str]) -> None:
     with tracking.stage("data", p) as st:
         run(p)
         st.artifacts.append(paths.DATA_SUMMARY)
-
-
-if __name__ == "__main__":
-    main()

@@ -47,7 +47,7 @@ def processes(p: config.Params) -> int:
     return p.resources.gpus
 
 
-def launch_or_init(p: config.Params, module: str, argv: list[str]) -> None:
+def launch_or_init(p: config.Params, command: str, argv: list[str]) -> None:
     """Outside torchrun with N > 1: run the stage under torchrun and exit with its status.
     Inside torchrun: join the process group (NCCL on GPUs, gloo on CPUs)."""
     n = processes(p)
@@ -64,7 +64,8 @@ def launch_or_init(p: config.Params, module: str, argv: list[str]) -> None:
         from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
         from torch.distributed.run import get_args_parser, run
 
-        args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={n}", "-m", module, *argv])
+        ranks = ["--standalone", f"--nproc-per-node={n}", "-m", "ftbench", command, *argv]
+        args = get_args_parser().parse_args(ranks)
         try:
             run(args)
         except ChildFailedError as err:  # the ranks printed their own one-line error

@@ -123,7 +123,3 @@ def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
 @stage_main
 def main(argv: list[str]) -> None:
     evaluate.evaluation_stage("ensemble", run, argv)
-
-
-if __name__ == "__main__":
-    main()

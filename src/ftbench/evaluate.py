@@ -13,7 +13,7 @@ from rouge_score import rouge_scorer
 from transformers import AttentionInterface, GenerationConfig
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from ftbench import chat, commands, config, distributed, merge, paths, recipes, resources, stats, tracking
+from ftbench import chat, commands, config, distributed, paths, recipes, resources, stats, tracking
 from ftbench.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.errors import UserError, stage_main
 from ftbench.loading import compute_dtype, configure_attention, device, load_model, load_tokenizer
@@ -71,11 +71,12 @@ def merges_nf4(name: str, p: config.Params) -> bool:
     )
 
 
-def merged_for_eval(trained, adapter, rows: list[dict], p: config.Params, label: str):
-    """The adapter merged into the exact dequantized NF4 weights it was trained on (merge.py, in fp32),
-    cast to the compute dtype, and the continuity check that it scores as NF4 + adapter does."""
-    # merged before the NF4 model runs: on some CPUs bitsandbytes repacks its weights then (merge.nf4_weight)
-    merged, _ = merge.merged_model(paths.BASE, adapter, "nf4", trained=trained)
+def merged_for_eval(trained, recipe, adapter, rows: list[dict], p: config.Params, label: str):
+    """The adapter merged into the exact dequantized NF4 weights it was trained on (the QLoRA recipe's
+    merge, in fp32), cast to the compute dtype, and the continuity check that it scores as NF4 + adapter
+    does."""
+    # merged before the NF4 model runs: on some CPUs bitsandbytes repacks its weights then (qlora.nf4_weight)
+    merged, _ = recipe.merged_model(paths.BASE, adapter, "nf4", trained=trained)
     merged = merged.to(compute_dtype())
     check = rows[:CONTINUITY_ROWS]
     adapter_loss = mean_loss(trained, check, p.train.fused_cross_entropy)
@@ -252,8 +253,9 @@ def model_for_eval(name: str, run: config.Run, p: config.Params, rows: list[dict
     facts = {}
     if merges_nf4(name, p):
         with record.phase("merge"):
+            recipe = recipes.get(p.methods[name].recipe)
             model, facts["continuity"] = merged_for_eval(
-                model, paths.run_dir(name, run), rows, p, f"{name}/{run.key}"
+                model, recipe, paths.run_dir(name, run), rows, p, f"{name}/{run.key}"
             )
     return model, facts
 
@@ -353,7 +355,7 @@ def evaluation_stage(
     """The stage `python -m ftbench.<command> <name>` (evaluate, ensemble): `score` writes
     metrics/eval/<name>.json and metrics/predictions/<name>, measured as the stage evaluate-<name>."""
     p, name = commands.parse(command, argv)
-    distributed.launch_or_init(p, f"ftbench.{command}", argv)
+    distributed.launch_or_init(p, command, argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
     configure_attention()
     with tracking.stage(f"evaluate-{name}", p, method=name) as st:
@@ -367,7 +369,3 @@ def evaluation_stage(
 @stage_main
 def main(argv: list[str]) -> None:
     evaluation_stage("evaluate", run, argv)
-
-
-if __name__ == "__main__":
-    main()

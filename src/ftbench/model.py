@@ -155,7 +155,3 @@ def main(argv: list[str]) -> None:
     p, _ = commands.parse("model", argv)
     with tracking.stage("model", p, source=p.model.source) as st:
         run(p, st)
-
-
-if __name__ == "__main__":
-    main()

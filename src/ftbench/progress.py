@@ -59,8 +59,8 @@ class _DropNoise(logging.Filter):
 
 
 def quiet_third_party() -> None:
-    """Filter the NOISE messages at their loggers; other messages of those loggers still pass. Called at
-    `import ftbench`, before a stage module imports bitsandbytes, which logs its message on import."""
+    """Filter the NOISE messages at their loggers; other messages of those loggers still pass. Called by
+    the command line before a command's module imports bitsandbytes, which logs its message on import."""
     for name, start in NOISE:
         logging.getLogger(name).addFilter(_DropNoise(start))
 
@@ -124,7 +124,7 @@ def bar(desc: str, total: int, unit: str = "it", initial: int = 0) -> tqdm:
 
 
 def _main_rank() -> bool:
-    # imported here: `import ftbench` (which calls quiet_third_party) must not import torch
+    # imported here: the command line imports this module, and `ftbench --help` must not import torch
     from ftbench import distributed
 
     return distributed.is_main()

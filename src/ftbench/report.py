@@ -894,7 +894,3 @@ def main(argv: list[str]) -> None:
     with tracking.stage("report", p, record_file=False) as st:
         print(run(p))
         st.artifacts += [paths.REPORT, paths.REPORT_HTML, paths.REPORT_JSON, paths.PARETO]
-
-
-if __name__ == "__main__":
-    main()

@@ -20,7 +20,7 @@ from importlib import metadata
 import psutil
 import torch
 
-from ftbench import distributed, handover, paths
+from ftbench import distributed, paths
 from ftbench.atomic import write_json
 from ftbench.progress import LOG
 
@@ -279,12 +279,12 @@ def measure(stage: str, write: bool = True) -> Iterator[Record]:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    record = Record(stage=stage)
     me = psutil.Process()
+    record = Record(stage=stage)
     # from the process's start to here: interpreter, imports, CUDA start-up and params; with started_at and
     # finished_at it splits a `dvc repro`'s time between the stages, their start-up and DVC (stage_table.py)
     started_at = time.time()
-    record["startup_s"] = round(started_at - handover.command_started_at(), 2)
+    record["startup_s"] = round(started_at - me.create_time(), 2)
     cpu0, t0 = me.cpu_times(), time.perf_counter()
     with Sampler() as sampler:
         record.gpu = sampler.gpu

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import get_scheduler
 
 from ftbench import (
     checkpoint,
@@ -37,7 +36,6 @@ from ftbench.loss import (
 )
 from ftbench.progress import LOG, bar
 
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 LENGTH_POOL = 64  # micro-batches per pool that is sorted by length: little padding, order still random
 PLACEHOLDER_ROW = {"input_ids": [0, 0], "prompt_len": 1}  # a two-token pass, for a rank with no rows
 
@@ -116,6 +114,24 @@ def optimizer_steps(
 # ---------------------------------------------------------------- fitting
 
 
+def schedule(name: str, optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """`train.schedule` after a linear warm-up: transformers' get_scheduler schedules (linear, cosine,
+    constant_with_warmup), the same factors at every step. Not imported from transformers: its scheduler
+    module imports peft, seconds of start-up for the GaLore and full-training stages that never use it."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        if name == "linear":
+            return max(0.0, (total - step) / max(1, total - warmup))
+        if name == "cosine":
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 class StopRequest:
     """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the step and stops."""
 
@@ -145,12 +161,7 @@ def fit(
     attempt spent (the stage's own wall time is this attempt's alone).
     """
     total = len(steps)
-    scheduler = get_scheduler(
-        SCHEDULES[p.train.schedule],
-        optimizer,
-        num_warmup_steps=math.ceil(p.train.warmup_ratio * total),
-        num_training_steps=total,
-    )
+    scheduler = schedule(p.train.schedule, optimizer, math.ceil(p.train.warmup_ratio * total), total)
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     done, progress = checkpoint.load(*ckpt, recipe, model, optimizer, scheduler) or (
         0,
@@ -364,12 +375,8 @@ def _write_curve(path: Path, curve: list[dict]) -> None:
 @stage_main
 def main(argv: list[str]) -> None:
     p, name = commands.parse("train", argv)
-    distributed.launch_or_init(p, "ftbench.train", argv)
+    distributed.launch_or_init(p, "train", argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
     configure_attention()
     with tracking.stage(f"train-{name}", p, method=name, recipe=p.methods[name].recipe) as st:
         run(name, p, st)
-
-
-if __name__ == "__main__":
-    main()

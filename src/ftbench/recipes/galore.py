@@ -24,14 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftbench import config
-from ftbench.recipes import (
-    GaloreHooks,
-    galore_base,
-    galore_optimizer,
-    galore_state,
-    load_galore_state,
-    split_parameters,
-)
+from ftbench.recipes import GaloreHooks, galore_base, galore_optimizer, split_parameters
 
 
 def setup(init: Path, method: config.MethodParams, p: config.Params, seed: int):
@@ -53,10 +46,10 @@ class GaLore(GaloreHooks):
         return setup(init, method, p, seed)
 
     def optimizer_state(self, optimizer) -> dict:
-        return galore_state(optimizer)
+        return optimizer.checkpoint_state()
 
     def load_optimizer_state(self, optimizer, state: dict) -> None:
-        load_galore_state(optimizer, state)
+        optimizer.load_checkpoint_state(state)
 
 
 RECIPE = GaLore()

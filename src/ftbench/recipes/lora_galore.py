@@ -22,16 +22,7 @@ import torch
 from ftbench import config
 from ftbench.loading import compute_dtype
 from ftbench.loss import CONTINUITY_RTOL, continuity
-from ftbench.recipes import (
-    GaloreHooks,
-    adamw,
-    add_adapters,
-    galore_base,
-    galore_optimizer,
-    galore_state,
-    load_galore_state,
-    split_parameters,
-)
+from ftbench.recipes import GaloreHooks, adamw, add_adapters, galore_base, galore_optimizer, split_parameters
 
 
 class JointOptimizer(torch.optim.Optimizer):
@@ -57,10 +48,10 @@ class JointOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict:
         """Both states as tensors and plain data (GaLore's projectors too), for a weights_only load."""
-        return {"galore": galore_state(self.galore), "adapters": self.adapters.state_dict()}
+        return {"galore": self.galore.checkpoint_state(), "adapters": self.adapters.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        load_galore_state(self.galore, state["galore"])
+        self.galore.load_checkpoint_state(state["galore"])
         self.adapters.load_state_dict(state["adapters"])
         # loading replaces each optimizer's group dicts: share the new ones, which the schedule must set
         self.param_groups = self.galore.param_groups + self.adapters.param_groups
