@@ -151,7 +151,14 @@ class StopRequest:
 
 
 def fit(
-    recipe: recipes.Recipe, model, optimizer, steps, label: str, p: config.Params, log, ckpt: tuple[Path, str]
+    recipe: recipes.Recipe,
+    model,
+    optimizer,
+    steps,
+    label: str,
+    p: config.Params,
+    log,
+    ckpt: tuple[Path, checkpoint.Fingerprint],
 ) -> dict:
     """The training loop, resumable from `ckpt` (folder, fingerprint).
 
@@ -250,6 +257,23 @@ def train_step(
     }
 
 
+def fingerprint(name: str, run: config.Run, p: config.Params) -> checkpoint.Fingerprint:
+    """What determines `run` of method `name` (and the code, which checkpoint adds), in the words the
+    line about an ignored checkpoint names it by."""
+    init, split = init_dir(p.methods[name].init, run), paths.split_file(run.dataset, "train")
+    return checkpoint.Fingerprint(
+        settings={
+            f"the method's params (methods.{name})": p.methods[name].model_dump(),
+            "the train params (train)": p.train.model_dump(),
+            "the training seed (seeds)": run.seed,
+            "the split seed (seed)": p.seed,
+            # every step's rows are shared out over the ranks: another count trains on other batches
+            "the number of data-parallel processes (resources.gpus)": distributed.world_size(),
+        },
+        files={f"the model it starts from ({init})": init, f"the prepared training data ({split})": split},
+    )
+
+
 def train_one(
     name: str, run: config.Run, p: config.Params, out: Path, st: tracking.StageRun, tokenizer
 ) -> dict:
@@ -267,18 +291,9 @@ def train_one(
         steps = optimizer_steps(rows, method, p, run.seed)
         graphed = graphs.install(model, method, p, steps)
     where = checkpoint.folder(name, run.key)
-    fp = checkpoint.fingerprint(
-        {
-            "method": method.model_dump(),
-            "train": p.train.model_dump(),
-            "run": run.key,
-            "init": str(init),
-            "rows": len(rows),
-            "steps": len(steps),
-        }
-    )
+    ckpt = (where, fingerprint(name, run, p))  # it reads no file until a checkpoint is checked or saved
     with st.record.phase("train"):
-        result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, (where, fp))
+        result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, ckpt)
     graph_lengths = graphs.lengths(model)  # for the record: the graphs go before validation
     graphs.release(model)
     validation = read_jsonl(paths.split_file(run.dataset, "validation"))
