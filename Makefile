@@ -49,11 +49,19 @@ lint: install
 test: lint
 	pytest
 
-# The seed study: Gemma-3-1b-it from the hub (set HF_TOKEN), 5k train / 2k test, 512 tokens, on a GPU.
+# The study the project was specified with, as the DVC experiment `seed`, on a GPU: Gemma-3-1b-it from
+# the hub (accept its licence there, set HF_TOKEN) on GSM8K from the hub (question/answer rows), 5,000
+# train / 200 validation / 2,000 test examples, 512 tokens. SEED_MODEL and SEED_DATA take local copies
+# (a model folder, a .jsonl of the same rows); SEED_TARGETS runs the experiment up to those stages only.
+SEED_MODEL   ?= google/gemma-3-1b-it
+SEED_DATA    ?= hf:openai/gsm8k
+SEED_TARGETS ?=
 seed: install
-	dvc exp run -n seed -S model.source=google/gemma-3-1b-it -S model.dtype=bfloat16 \
+	dvc exp run -n seed -S model.source=$(SEED_MODEL) -S model.dtype=bfloat16 \
+	  -S '~data.datasets.builtin' \
+	  -S '+data.datasets.gsm8k={source: "$(SEED_DATA)", subset: main, fields: {instruction: question, output: answer}}' \
 	  -S data.sizes.train=5000 -S data.sizes.validation=200 -S data.sizes.test=2000 \
-	  -S data.max_length=512 -S evaluate.max_new_tokens=256 -S evaluate.batch_size=64
+	  -S data.max_length=512 -S evaluate.max_new_tokens=256 -S evaluate.batch_size=64 $(SEED_TARGETS)
 
 # The MLflow UI on the default store (every stage of every run), at http://127.0.0.1:5000
 mlflow: install

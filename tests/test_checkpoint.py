@@ -40,7 +40,7 @@ def long_run(project, tiny_model_dir, method):
 def start(project, method):
     env = {**os.environ, "FTBENCH_MLFLOW": "off"}
     return subprocess.Popen(
-        [sys.executable, "-m", "ftbench.train", method],
+        [sys.executable, "-m", "ftbench", "train", method],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -248,14 +248,21 @@ def test_a_checkpoint_of_other_weights_is_refused_before_anything_loads(tmp_path
 
 
 def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path):
-    from galore_torch import GaLoreAdamW
-
-    from ftbench.recipes import Projector
+    from ftbench.optim import BatchedGaLoreAdamW, Projector
     from ftbench.recipes.galore import RECIPE
 
     w = torch.nn.Parameter(torch.randn(32, 16))
-    opt = GaLoreAdamW(
-        [{"params": [w], "rank": 4, "update_proj_gap": 5, "scale": 0.25, "proj_type": "std"}],
+    opt = BatchedGaLoreAdamW(
+        [
+            {
+                "params": [w],
+                "rank": 4,
+                "update_proj_gap": 5,
+                "scale": 0.25,
+                "proj_type": "std",
+                "refresh_streams": 1,
+            }
+        ],
         lr=1e-3,
         no_deprecation_warning=True,
     )
@@ -267,8 +274,17 @@ def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     checkpoint.save(tmp_path, FP, 1, RECIPE, model, opt, sched, {"curve": [], "tokens": 0})
     assert hasattr(opt.state[w]["projector"], "project")  # saving left the live optimizer intact
-    fresh = GaLoreAdamW(
-        [{"params": [w], "rank": 4, "update_proj_gap": 5, "scale": 0.25, "proj_type": "std"}],
+    fresh = BatchedGaLoreAdamW(
+        [
+            {
+                "params": [w],
+                "rank": 4,
+                "update_proj_gap": 5,
+                "scale": 0.25,
+                "proj_type": "std",
+                "refresh_streams": 1,
+            }
+        ],
         lr=1e-3,
         no_deprecation_warning=True,
     )

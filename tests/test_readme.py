@@ -1,11 +1,14 @@
 """Every command in README.md's shell code blocks names something real: a make target of the Makefile, an
 ftbench command, params.yaml keys (`-S key=value`, bench variants), a file of the repository, or a known
-tool. A renamed target, command or key then fails here instead of in a newcomer's terminal."""
+tool. A renamed target, command or key then fails here instead of in a newcomer's terminal. Its Python
+snippets run, on the tiny model and a QLoRA adapter in the paths the pipeline writes."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -14,6 +17,7 @@ from ftbench import commands
 
 from .conftest import ROOT
 
+PYTHON_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL_BLOCK = re.compile(r"^```(bash|sh|shell|console)[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SUBSTITUTION = re.compile(r"\$\([^)]*\)")  # $(id -u): one word for the check
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")  # VAR=value before a command, or make's arguments
@@ -118,14 +122,14 @@ def command_problems(words: list[str]) -> list[str]:
         found.append(f"{script}: no such file")
     for i, word in enumerate(words):
         rest = words[i + 1 :]
-        if word == "-m" and rest and rest[0].startswith("ftbench."):  # `python -m ftbench` is `ftbench`
-            word, rest = "ftbench", [rest[0].removeprefix("ftbench."), *rest[1:]]
+        if word == "-m" and rest and rest[0].startswith("ftbench."):
+            found.append(f"python -m {rest[0]} runs nothing: the command is python -m ftbench {rest[0][8:]}")
         if word == "make":  # also inside `docker compose run ... make`
             found += make_problems(rest)
         elif word == "ftbench" and rest:
             found += ftbench_problems(rest[0], rest[1:])
-        elif word in SET_PARAM and rest:
-            found += filter(None, [key_problem(rest[0].partition("=")[0])])
+        elif word in SET_PARAM and rest:  # `~key` deletes a key, `+key=value` adds one (Hydra's syntax)
+            found += filter(None, [key_problem(rest[0].partition("=")[0].lstrip("~+"))])
     return found
 
 
@@ -157,10 +161,11 @@ def block(lang: str, *lines: str) -> str:
         (block("bash", "dvc exp run -S 'methods.qlora.lora.rank=[8,16]'"), "methods.qlora.lora.rank"),
         (block("bash", "dvc exp run -n x \\", "  -S nosuch=1"), "nosuch is not a params.yaml key"),
         (block("console", "$ ftbench trian qlora", "ftbench trian output"), "ftbench trian is no"),
-        (block("shell", "python -m ftbench.nosuch"), "ftbench nosuch is no ftbench command"),
+        (block("shell", "python -m ftbench.train qlora"), "python -m ftbench.train runs nothing"),
         (block("shell", "python -m ftbench nosuch -v"), "ftbench nosuch is no ftbench command"),
-        (block("bash", "python -m ftbench.bench -- qlora:nosuch=1"), "methods.qlora.nosuch is not"),
-        (block("bash", "python -m ftbench.bench -- nomethod:lr=1"), "no method nomethod"),
+        (block("bash", "python -m ftbench bench -- qlora:nosuch=1"), "methods.qlora.nosuch is not"),
+        (block("bash", "python -m ftbench bench -- nomethod:lr=1"), "no method nomethod"),
+        (block("bash", "dvc exp run -S '+data.nosuch.x=1'"), "data.nosuch.x is not a params.yaml key"),
         (block("bash", "git status && frobnicate --all"), "frobnicate is no make target"),
         (block("bash", "bash bench/nosuch.sh"), "bench/nosuch.sh: no such file"),
     ],
@@ -174,10 +179,20 @@ def test_the_check_passes_real_names_in_every_form():
     markdown = block(
         "bash",
         "HOST_UID=$(id -u) docker compose build   # a comment: make nosuch",
-        "make -o /opt/venv/.installed seed && dvc exp run -S 'seeds=[0,1]' -S methods.galore.galore.rank=8",
-        "python -m ftbench.bench -- qlora:grad_accum=8 galore:galore.svd=lowrank,train.compile=true",
+        "make -o install seed && dvc exp run -S 'seeds=[0,1]' -S methods.galore.galore.rank=8",
+        "python -m ftbench bench -- qlora:grad_accum=8 galore:galore.svd=lowrank,train.compile=true",
+        "dvc exp run -S '~data.datasets.builtin' -S '+data.datasets.gsm8k={source: hf:openai/gsm8k}'",
         "python -m ftbench --help && python -m ftbench evaluate base",
         "ftbench train --help > help.txt; ftbench --help | cat",
         "dvc exp run -S params.yaml:data.datasets.mine.source=builtin",
     ) + block("console", "$ ftbench report", "frobnicate: output, not a command")
     assert readme_problems(markdown) == []
+
+
+def test_every_readme_python_snippet_runs(adapter, project):
+    """Each snippet as a user pastes it, in a project whose models/ holds the base and a QLoRA adapter."""
+    snippets = PYTHON_BLOCK.findall((ROOT / "README.md").read_text())
+    assert snippets, "README.md shows no Python"
+    for snippet in snippets:
+        run = subprocess.run([sys.executable, "-c", snippet], cwd=project, capture_output=True, text=True)
+        assert run.returncode == 0, f"{snippet}\n{run.stderr[-3000:]}"

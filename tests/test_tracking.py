@@ -56,7 +56,7 @@ def test_params_are_flattened_and_secrets_left_out(project, tiny_model_dir):
 def test_stages_log_runs_to_a_sqlite_store(project, tiny_model_dir):
     env = stage_env()
     shutil.copytree(tiny_model_dir, paths.BASE)
-    for args in (["ftbench.data"], ["ftbench.train", "qlora"]):
+    for args in (["ftbench", "data"], ["ftbench", "train", "qlora"]):
         done = run_stage(project, env, *args)
         assert done.returncode == 0, done.stderr[-2000:]
         assert SECRET not in done.stdout + done.stderr
@@ -211,7 +211,7 @@ def test_stages_log_to_a_real_mlflow_server_and_go_on_when_it_is_gone(project, t
             assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
             time.sleep(1)
         shutil.copytree(tiny_model_dir, paths.BASE)
-        for args in (["ftbench.data"], ["ftbench.train", "galore"]):
+        for args in (["ftbench", "data"], ["ftbench", "train", "galore"]):
             done = run_stage(project, stage_env(MLFLOW_TRACKING_URI=uri, DVC_EXP_NAME="exp-1"), *args)
             assert done.returncode == 0, done.stderr[-2000:]
         client = MlflowClient(uri)
@@ -223,7 +223,7 @@ def test_stages_log_to_a_real_mlflow_server_and_go_on_when_it_is_gone(project, t
         server.terminate()
         server.wait(timeout=30)
     (paths.RESOURCES / "data.json").unlink()
-    done = run_stage(project, stage_env(MLFLOW_TRACKING_URI=uri), "ftbench.data")
+    done = run_stage(project, stage_env(MLFLOW_TRACKING_URI=uri), "ftbench", "data")
     assert done.returncode == 0 and done.stderr.count("ftbench: warning: MLflow tracking server") == 1
     assert (paths.RESOURCES / "data.json").exists()  # the stage went on and wrote its numbers
 
@@ -384,7 +384,7 @@ def test_a_malformed_tracking_uri_stops_a_stage_before_any_work(tmp_path):
     env = stage_env(
         MLFLOW_TRACKING_URI=f"http://alice:{PASSWORD}@127.0.0.1:notaport", PYTHONPATH=str(ROOT / "src")
     )
-    done = run_stage(tmp_path, env, "ftbench.data")
+    done = run_stage(tmp_path, env, "ftbench", "data")
     assert done.returncode == 2, done.stderr[-2000:]
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("ftbench: error: MLFLOW_TRACKING_URI=http://alice:***@127.0.0.1:notaport: ")
