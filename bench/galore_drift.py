@@ -16,10 +16,11 @@ import time
 
 import torch
 
-from ftbench import config, paths, train
-from ftbench.atomic import read_jsonl
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl
 from ftbench.loading import load_tokenizer
 from ftbench.recipes import galore
+from ftbench.training import loop
 
 ARMS = ("full", "projected")
 
@@ -32,7 +33,7 @@ def arm(p: config.Params, method: config.MethodParams, accumulation: str, total:
     torch.manual_seed(0)
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
     model.train()
-    scheduler = train.schedule(p.train.schedule, optimizer, math.ceil(p.train.warmup_ratio * total), total)
+    scheduler = loop.schedule(p.train.schedule, optimizer, math.ceil(p.train.warmup_ratio * total), total)
     return model, optimizer, scheduler, [t for g in optimizer.param_groups for t in g["params"]]
 
 
@@ -46,7 +47,7 @@ def main(n_steps: int, budget: str | None) -> None:
         method = method.model_copy(update={"micro_batch_tokens": None if budget == "null" else int(budget)})
     per_step = method.batch_size * method.grad_accum
     method = method.model_copy(update={"epochs": math.ceil(n_steps * per_step / len(rows))})
-    steps = train.optimizer_steps(rows, method, p, seed=0)
+    steps = loop.optimizer_steps(rows, method, p, seed=0)
     pad_id = load_tokenizer(paths.BASE).pad_token_id
     arms = {a: arm(p, method, a, len(steps)) for a in ARMS}
     print(
@@ -60,7 +61,7 @@ def main(n_steps: int, budget: str | None) -> None:
     diffs = []
     for k, micro in enumerate(steps, 1):
         t0 = time.perf_counter()
-        out = {a: train.train_step(*arms[a], micro, p, pad_id) for a in ARMS}
+        out = {a: loop.train_step(*arms[a], micro, p, pad_id) for a in ARMS}
         full, projected = out["full"]["loss"], out["projected"]["loss"]
         diffs.append(abs(projected - full) / abs(full))
         print(

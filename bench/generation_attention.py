@@ -14,13 +14,15 @@ import time
 import torch
 from transformers import GenerationConfig
 
-from ftbench import bench, config, evaluate
+from ftbench.common import config
+from ftbench.evaluation import generate
 from ftbench.loading import load_model, load_tokenizer
+from ftbench.stages import bench
 
 NEW_TOKENS = 64
 p, model_dir, tokenizer_dir = config.load(sys.argv[1]), sys.argv[2], sys.argv[3]
 tokenizer = load_tokenizer(tokenizer_dir)
-prompts = evaluate.generation_prompts(bench.dataset_splits(p, None, tokenizer)["test"])
+prompts = generate.generation_prompts(bench.dataset_splits(p, None, tokenizer)["test"])
 width = max(map(len, prompts))
 ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in prompts]).cuda()
 mask = (ids != tokenizer.pad_token_id).long()  # left padding only: the prompts hold no pad token
@@ -43,7 +45,7 @@ def run(label: str, attention: str, new: int = NEW_TOKENS, **cache) -> torch.Ten
     return out[:, width:]
 
 
-grouped, static = evaluate.GENERATION_ATTENTION, {"cache_implementation": "static"}
+grouped, static = generate.GENERATION_ATTENTION, {"cache_implementation": "static"}
 run("eager dynamic, 1 token (prefill)", "eager", new=1)
 run("grouped dynamic, 1 token (prefill)", grouped, new=1)
 eager = run("eager dynamic", "eager")

@@ -29,7 +29,7 @@ def write_tokenizer(folder: Path) -> None:
     from transformers import AutoTokenizer
 
     from ftbench.chat import ensure_chat_template
-    from ftbench.model import embedded_gguf
+    from ftbench.stages.model import embedded_gguf
 
     gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -5,7 +5,7 @@ with `seeds:` its share. This writes what one study of all their seeds would hav
 `python -m ftbench.report`, run on OUT's params.yaml and metrics/, reports over every seed:
 - params.yaml: the studies' own (they may differ in `seeds` only, and no seed may be in two), seeds = all;
 - metrics/eval, train, merge: every study's runs, keyed by run, and eval's means over all of them
-  (evaluate.means); a run several studies hold (the base model's: it has no seed) must be the same in each;
+  (score.means); a run several studies hold (the base model's: it has no seed) must be the same in each;
 - metrics/curves, predictions: every study's per-run files (the base model's, in each, must be identical);
 - metrics/data.json: the same in every study, kept once;
 - metrics/resources: one record a stage. A stage that ran each study's seeds (what built or evaluated a
@@ -26,9 +26,11 @@ from pathlib import Path
 
 import yaml
 
-from ftbench import config, evaluate, paths, report
-from ftbench.atomic import atomic_path, write_json
-from ftbench.errors import UserError
+from ftbench.common import config, paths
+from ftbench.common.atomic import atomic_path, write_json
+from ftbench.common.errors import UserError
+from ftbench.evaluation import score
+from ftbench.stages import report
 
 SUMMED = ("wall_s", "cpu_s", "startup_s", "energy_j", "tokens", "train_s", "resumed_train_s")
 # means over the studies' records, weighted by the time each was measured over (key, digits)
@@ -96,10 +98,10 @@ def merged_runs(name: str, tables: list[dict], p: config.Params, what: str) -> d
 
 def merged_eval(name: str, summaries: list[dict], p: config.Params, what: str) -> dict:
     """metrics/eval/<name>.json over every study's runs: evaluate's means over them, then the studies'
-    convention and details (the same in each), then the runs, as evaluate.summarize orders them."""
+    convention and details (the same in each), then the runs, as score.summarize orders them."""
     runs = merged_runs(name, [s["runs"] for s in summaries], p, what)
-    rest = [{k: v for k, v in s.items() if k not in (*evaluate.logged(s["runs"]), "runs")} for s in summaries]
-    return {**evaluate.means(runs), **same(rest, f"{what}: its convention or details"), "runs": runs}
+    rest = [{k: v for k, v in s.items() if k not in (*score.logged(s["runs"]), "runs")} for s in summaries]
+    return {**score.means(runs), **same(rest, f"{what}: its convention or details"), "runs": runs}
 
 
 def per_seed_stages(p: config.Params) -> set[str]:

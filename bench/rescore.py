@@ -1,10 +1,10 @@
 """Re-score a finished study's saved answers with this checkout's scoring code, without generating again.
 
-Made for results/: the H200 study generated its answers before `evaluate.answer_text` cut them at the
+Made for results/: the H200 study generated its answers before `generate.answer_text` cut them at the
 first stop token, and that machine's transformers (5.17) decoded Gemma's <end_of_turn> as text, so
 each answer that ended its turn ended in the literal "<end_of_turn>" and no final answer could match.
 This cuts every saved prediction at the first `--cut` text (what the fixed evaluate stage does by
-token id), scores it again (evaluate.example_scores), rewrites metrics/predictions and metrics/eval,
+token id), scores it again (score.example_scores), rewrites metrics/predictions and metrics/eval,
 and the report is then rebuilt from them (`python -m ftbench.report`, run in the study's folder).
 
 usage: python bench/rescore.py STUDY_DIR [--cut '<end_of_turn>']
@@ -24,11 +24,12 @@ def main() -> None:
     ap.add_argument("--cut", default="<end_of_turn>", help="text that ends an answer")
     args = ap.parse_args()
     os.chdir(args.study)  # ftbench.paths are relative to the study's root
-    from ftbench import config, evaluate, paths, stats
-    from ftbench.atomic import read_jsonl, write_json, write_jsonl
+    from ftbench.common import config, paths
+    from ftbench.common.atomic import read_jsonl, write_json, write_jsonl
+    from ftbench.evaluation import score, stats
 
     p = config.load()
-    scorer = evaluate.rouge(p)
+    scorer = score.rouge(p)
     for name in ["base", *p.methods]:
         summary = json.loads((paths.EVAL / f"{name}.json").read_text())
         for run in p.runs(name):
@@ -36,10 +37,10 @@ def main() -> None:
             graded = stats.has_final_answers([r["reference"] for r in rows])
             for r in rows:
                 r["prediction"] = r["prediction"].split(args.cut)[0].strip()
-                r.update(evaluate.example_scores(r["prediction"], r["reference"], scorer, graded))
+                r.update(score.example_scores(r["prediction"], r["reference"], scorer, graded))
             write_jsonl(paths.predictions_file(name, run), rows)
-            summary["runs"][run.key].update(evaluate.aggregate(rows))
-        numbers = evaluate.means(summary["runs"])
+            summary["runs"][run.key].update(score.aggregate(rows))
+        numbers = score.means(summary["runs"])
         summary.update(numbers)
         write_json(paths.EVAL / f"{name}.json", summary)
         print(f"rescore {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in numbers.items()))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from ftbench.bench import SHAPES
+from ftbench.stages.bench import SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -23,7 +23,7 @@ def gemma_tokenizer_dir(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer
 
     from ftbench.chat import ensure_chat_template
-    from ftbench.model import embedded_gguf
+    from ftbench.stages.model import embedded_gguf
 
     gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -84,8 +84,8 @@ def project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
 @pytest.fixture
 def st(project):
     """What a stage body gets, with MLflow off (tests/test_tracking.py covers MLflow)."""
-    from ftbench import config, tracking
-    from ftbench.resources import Record
+    from ftbench.common import config, tracking
+    from ftbench.common.resources import Record
 
     return tracking.StageRun(Record(stage="test"), tracking.Tracker("test", config.load(), {}))
 
@@ -103,7 +103,8 @@ def prepared(project, tiny_model_dir):
     """A project with the tiny model as models/base and the data stage run; returns its params."""
     import shutil
 
-    from ftbench import config, data, paths
+    from ftbench.common import config, paths
+    from ftbench.stages import data
 
     shutil.copytree(tiny_model_dir, paths.BASE)
     data.run(config.load())
@@ -116,7 +117,7 @@ def adapter(prepared):
     random B matrices (fresh LoRA has B = 0)."""
     from peft import LoraConfig, get_peft_model
 
-    from ftbench import config, paths
+    from ftbench.common import config, paths
     from ftbench.loading import load_nf4
 
     torch.manual_seed(0)
@@ -134,7 +135,7 @@ def _log_level_info():
     """Each test starts at the stages' default log level: a -q or FTBENCH_LOG test leaves no trace."""
     import logging
 
-    from ftbench import progress
+    from ftbench.common import progress
 
     progress.LOG.setLevel(logging.INFO)
     yield

@@ -1,6 +1,6 @@
 import pytest
 
-from ftbench.atomic import atomic_path, read_jsonl, write_json, write_jsonl
+from ftbench.common.atomic import atomic_path, read_jsonl, write_json, write_jsonl
 
 
 def test_failure_mid_write_keeps_the_old_output_and_leaves_no_temp(tmp_path):

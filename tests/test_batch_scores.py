@@ -1,10 +1,12 @@
-"""bench/batch_scores.py: a study's saved answers scored per batch, in evaluate.generate's order."""
+"""bench/batch_scores.py: a study's saved answers scored per batch, in generate.generate's order."""
 
 import subprocess
 import sys
 
-from ftbench import chat, config, evaluate, paths
-from ftbench.atomic import read_jsonl, write_jsonl
+from ftbench import chat
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl, write_jsonl
+from ftbench.evaluation import score
 from ftbench.loading import load_tokenizer
 
 from .conftest import ROOT, write_params
@@ -40,5 +42,5 @@ def test_a_batch_whose_answers_are_corrupted_scores_apart_from_the_others(projec
     assert line.endswith("| 100% |")
     second = next(x for x in out.splitlines() if x.startswith(f"| qlora | {run.key} batch 2 |"))
     assert second.endswith("| 0% |")
-    bleu = f"{evaluate.aggregate(first)['bleu4']:.2f}"
+    bleu = f"{score.aggregate(first)['bleu4']:.2f}"
     assert f"| 2 | {bleu} |" in line

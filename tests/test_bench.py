@@ -4,8 +4,11 @@ import json
 
 import pytest
 
-from ftbench import bench, cli, config, train
-from ftbench.errors import UserError
+from ftbench import cli
+from ftbench.common import config
+from ftbench.common.errors import UserError
+from ftbench.stages import bench
+from ftbench.training import loop
 
 
 def test_steps_are_the_train_stages_own_rows_per_step_and_passes(project):
@@ -15,7 +18,7 @@ def test_steps_are_the_train_stages_own_rows_per_step_and_passes(project):
     method = q.methods[name]
     steps = bench.optimizer_steps(rows, method, q, 5)
     # 5 steps need 40 rows: 3 epochs of the 16, cut exactly as the train stage cuts them
-    assert steps == train.optimizer_steps(rows, method.model_copy(update={"epochs": 3}), q, q.seeds[0])[:5]
+    assert steps == loop.optimizer_steps(rows, method.model_copy(update={"epochs": 3}), q, q.seeds[0])[:5]
     assert len(steps) == 5 and all(sum(map(len, s)) == 8 for s in steps)
     assert all(sum(len(r["input_ids"]) for r in m) <= 200 for s in steps for m in s)  # packed passes
     _, fewer = bench.with_overrides(p, "qlora:grad_accum=1")

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from ftbench.builtin_data import FAMILIES, _tagged, _words, generate
+from ftbench.data.builtin import FAMILIES, _tagged, _words, generate
 
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 

@@ -3,8 +3,9 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from ftbench import builtin_data, chat, data
-from ftbench.errors import UserError
+from ftbench import chat
+from ftbench.common.errors import UserError
+from ftbench.data import builtin, prepare
 
 from .conftest import SHARED_DATA
 
@@ -89,7 +90,7 @@ def whitespace_padded_chats():
 
 
 def alpaca_chats(rows: list[dict]):
-    examples = (data.normalise(r, "alpaca", "row") for r in rows)
+    examples = (prepare.normalise(r, "alpaca", "row") for r in rows)
     return [(ex.messages, ex.answer) for ex in examples if ex]
 
 
@@ -97,8 +98,8 @@ def shared_rows(relative: str, fields: dict[str, str]) -> list[dict]:
     path = SHARED_DATA / relative
     if not path.exists():
         pytest.skip(f"{path} not present")
-    rows = json.loads(path.read_text()) if path.suffix == ".json" else data._read_file(path)
-    return [data.rename_fields(r, fields) for r in rows]
+    rows = json.loads(path.read_text()) if path.suffix == ".json" else prepare._read_file(path)
+    return [prepare.rename_fields(r, fields) for r in rows]
 
 
 @pytest.mark.parametrize("source", ["whitespace", "builtin", "alpaca_en_demo", "gsm8k"])
@@ -106,7 +107,7 @@ def test_rows_without_markup_get_the_same_ids_as_before(tok, source):
     if source == "whitespace":
         chats = whitespace_padded_chats()
     elif source == "builtin":
-        chats = alpaca_chats(builtin_data.generate(seed=0))
+        chats = alpaca_chats(builtin.generate(seed=0))
     elif source == "alpaca_en_demo":
         chats = alpaca_chats(shared_rows("alpaca_en_demo.json", {}))
     else:

@@ -9,10 +9,13 @@ import time
 import pytest
 import torch
 
-from ftbench import checkpoint, config, paths, recipes, train
-from ftbench.atomic import read_jsonl, write_jsonl
-from ftbench.errors import UserError
+from ftbench import recipes
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl, write_jsonl
+from ftbench.common.errors import UserError
 from ftbench.recipes.full import RECIPE as PLAIN  # a torch optimizer's own state (Recipe's default)
+from ftbench.stages import train
+from ftbench.training import checkpoint, loop
 
 from .conftest import write_params
 
@@ -98,10 +101,10 @@ def test_a_checkpoint_is_due_by_training_time_not_steps(prepared, every_s, saved
     method = p.methods["qlora"].model_copy(update={"batch_size": 1, "grad_accum": 1})
     recipe = recipes.get(method.recipe)
     model, optimizer, _ = recipe.setup(paths.BASE, method, p, 0)
-    steps = train.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, 0)[:12]
+    steps = loop.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, 0)[:12]
     where = checkpoint.folder("qlora", "builtin/seed0")
     fp = train.fingerprint("qlora", config.Run("builtin", 0), p)
-    train.fit(recipe, model, optimizer, steps, "train@qlora", p, lambda *_: None, (where, fp))
+    loop.fit(recipe, model, optimizer, steps, "train@qlora", p, lambda *_: None, (where, fp))
     # 12 steps: a step count (the former `checkpoint_every: 10`) would have saved at step 10 either way;
     # an hour of training saves none, a tiny interval one after every step but the last
     state = where / checkpoint.FILE
@@ -117,7 +120,7 @@ def fit_two_steps(p: config.Params, run: config.Run, stop_after: int | None = No
     method = p.methods["qlora"]
     recipe = recipes.get(method.recipe)
     model, optimizer, _ = recipe.setup(paths.BASE, method, p, run.seed)
-    steps = train.optimizer_steps(read_jsonl(paths.split_file(run.dataset, "train")), method, p, run.seed)
+    steps = loop.optimizer_steps(read_jsonl(paths.split_file(run.dataset, "train")), method, p, run.seed)
     trained = []
 
     def log(step: int, _metrics: dict) -> None:
@@ -126,7 +129,7 @@ def fit_two_steps(p: config.Params, run: config.Run, stop_after: int | None = No
             signal.raise_signal(signal.SIGINT)
 
     ckpt = (checkpoint.folder("qlora", "builtin/seed0"), train.fingerprint("qlora", run, p))
-    train.fit(recipe, model, optimizer, steps[:2], "train@qlora", p, log, ckpt)
+    loop.fit(recipe, model, optimizer, steps[:2], "train@qlora", p, log, ckpt)
     return trained
 
 
@@ -298,7 +301,8 @@ def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path)
 
 
 def test_a_non_finite_loss_stops_the_stage_with_no_outputs(prepared, monkeypatch, st):
-    from ftbench import loss, train
+    from ftbench import loss
+    from ftbench.stages import train
 
     def nan_loss(model, batch, fused):
         return loss.answer_loss(model, batch, fused) * float("nan")
@@ -312,7 +316,7 @@ def test_a_non_finite_loss_stops_the_stage_with_no_outputs(prepared, monkeypatch
 
 
 def test_out_of_memory_is_one_message_naming_the_knobs(capsys):
-    from ftbench.errors import stage_main
+    from ftbench.common.errors import stage_main
 
     @stage_main
     def stage(argv):
@@ -329,7 +333,7 @@ def test_out_of_memory_is_one_message_naming_the_knobs(capsys):
 
 
 def test_a_token_in_an_error_message_is_never_printed(capsys):
-    from ftbench.errors import stage_main
+    from ftbench.common.errors import stage_main
 
     @stage_main
     def stage(argv):

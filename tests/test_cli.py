@@ -10,7 +10,8 @@ import sys
 import pytest
 import yaml
 
-from ftbench import cli, commands
+from ftbench import cli
+from ftbench.common import commands
 
 from .conftest import ROOT
 

@@ -5,8 +5,8 @@ from typing import get_args
 import pytest
 import yaml
 
-from ftbench import commands, config
-from ftbench.errors import UserError
+from ftbench.common import commands, config
+from ftbench.common.errors import UserError
 
 from .conftest import ROOT
 

@@ -3,8 +3,10 @@ import json
 
 import pytest
 
-from ftbench import config, data, paths
-from ftbench.errors import UserError
+from ftbench.common import config, paths
+from ftbench.common.errors import UserError
+from ftbench.data import prepare
+from ftbench.stages import data
 
 from .conftest import SHARED_DATA, write_params
 
@@ -72,8 +74,8 @@ def test_another_seed_gives_another_split(base_tokenizer, tiny_model_dir):
     ],
 )
 def test_formats_are_detected_and_normalised(row, fmt, user, answer):
-    assert data.detect_format(row, "auto") == fmt
-    ex = data.normalise(row, fmt, "row 1")
+    assert prepare.detect_format(row, "auto") == fmt
+    ex = prepare.normalise(row, fmt, "row 1")
     assert ex.messages[-1] == {"role": "user", "content": user} and ex.answer == answer
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftbench import paths
+from ftbench.common import paths
 
 from .conftest import write_params
 
@@ -86,7 +86,7 @@ def test_two_processes_give_the_one_process_loss_curve(prepared, project, tiny_m
 
 
 def trained_weights(method: str) -> dict:
-    from ftbench import config
+    from ftbench.common import config
 
     folder = paths.run_dir(method, config.Run("builtin", 0))
     (file,) = folder.glob("*.safetensors")
@@ -117,6 +117,6 @@ def test_layerwise_galore_on_two_processes_is_refused_with_the_fix(prepared, pro
 
 
 def _run():
-    from ftbench import config
+    from ftbench.common import config
 
     return config.Run("builtin", None)

@@ -17,7 +17,7 @@ from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 from pydantic import BaseModel
 
-from ftbench import commands, config
+from ftbench.common import commands, config
 
 from .conftest import ROOT
 
@@ -25,7 +25,7 @@ SRC = ROOT / "src"
 PACKAGE_DIR = SRC / "ftbench"
 STAGE_COMMAND = re.compile(r"python -m ftbench (\w+)")
 REGISTRY = "recipes"  # <package>.recipes.get(name) imports <package>.recipes.<name>
-COMMAND_LINE = "cli"  # <package>.cli imports <package>.<command> for `python -m <package> <command>`
+COMMAND_LINE = "cli"  # <package>.cli imports <package>.stages.<command> for `python -m <package> <command>`
 
 
 def module_file(name: str, src: Path) -> Path | None:
@@ -76,7 +76,7 @@ def reachable(
     package = module.split(".")[0]
     by_name = {
         f"{package}.{REGISTRY}": {f"{package}.{REGISTRY}.{r}" for r in recipes},
-        f"{package}.{COMMAND_LINE}": {f"{package}.{command}"} if command else None,
+        f"{package}.{COMMAND_LINE}": {f"{package}.stages.{command}"} if command else None,
     }
     seen: set[str] = set()
     todo = [module]
@@ -159,12 +159,13 @@ def test_the_walk_follows_the_command_line_to_the_command_run(tmp_path):
     files = {
         "__init__.py": "",
         "stage.py": "from pkg import cli\n",
-        "cli.py": "import importlib\ndef main(c):\n    importlib.import_module(f'pkg.{c}')\n",
-        "train.py": "from pkg import leaf\n",
-        "report.py": "",
+        "cli.py": "import importlib\ndef main(c):\n    importlib.import_module(f'pkg.stages.{c}')\n",
+        "stages/__init__.py": "",
+        "stages/train.py": "from pkg import leaf\n",
+        "stages/report.py": "",
         "leaf.py": "",
     }
-    assert walked(tmp_path, files, command="train") == set(files) - {"report.py"}
+    assert walked(tmp_path, files, command="train") == set(files) - {"stages/report.py"}
 
 
 def test_the_walk_follows_the_registry_to_the_recipes_asked_for(tmp_path):
@@ -275,8 +276,8 @@ def declared_params(stage) -> set[str]:
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
 def test_stage_params_are_the_keys_its_command_declares(stage):
-    """ftbench.commands declares what each command reads (its --help lists it, with no dvc.yaml at hand);
-    the slow test below checks dvc.yaml's params against the reads themselves."""
+    """ftbench.common.commands declares what each command reads (its --help lists it, with no dvc.yaml at
+    hand); the slow test below checks dvc.yaml's params against the reads themselves."""
     _, _, _, command, *args = stage.cmd.split()
     p = config.load(ROOT / "params.yaml")  # an ensemble's reads name its members
     assert declared_params(stage) == commands.params_read(command, *args, p=p)

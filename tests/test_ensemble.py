@@ -7,10 +7,13 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-from ftbench import chat, config, ensemble, evaluate, paths
-from ftbench.atomic import read_jsonl
-from ftbench.ensemble import Lockstep
+from ftbench import chat
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl
+from ftbench.evaluation import generate
+from ftbench.evaluation.lockstep import Lockstep
 from ftbench.loading import load_model, load_tokenizer
+from ftbench.stages import ensemble, evaluate
 
 from .test_config import error_for
 
@@ -32,7 +35,7 @@ def members(prepared):
         load_model(paths.BASE),
         load_model(paths.run_dir("galore", RUN)),
         load_tokenizer(paths.BASE),
-        evaluate.generation_prompts(rows),
+        generate.generation_prompts(rows),
         prepared,
     )
 
@@ -40,19 +43,19 @@ def members(prepared):
 @pytest.mark.parametrize("average", ["probability", "log"])
 def test_a_model_with_itself_answers_exactly_as_that_model_alone(members, average):
     model, _, tokenizer, prompts, p = members
-    alone = evaluate.generate(model, tokenizer, prompts, p)  # transformers' generate
+    alone = generate.generate(model, tokenizer, prompts, p)  # transformers' generate
     assert len(set(alone)) > 1  # answers that tell a wrong decoder from the right one
-    assert evaluate.generate(Lockstep([model, model], [0.5, 0.5], average), tokenizer, prompts, p) == alone
+    assert generate.generate(Lockstep([model, model], [0.5, 0.5], average), tokenizer, prompts, p) == alone
 
 
 @pytest.mark.parametrize("chosen", [0, 1])
 def test_a_member_of_weight_zero_changes_no_answer(members, chosen):
     first, second, tokenizer, prompts, p = members
     models = [first, second]
-    alone = [evaluate.generate(m, tokenizer, prompts, p) for m in models]
+    alone = [generate.generate(m, tokenizer, prompts, p) for m in models]
     assert alone[0] != alone[1]  # the members answer differently
     weights = [1.0 if k == chosen else 0.0 for k in range(2)]
-    together = evaluate.generate(Lockstep(models, weights, "probability"), tokenizer, prompts, p)
+    together = generate.generate(Lockstep(models, weights, "probability"), tokenizer, prompts, p)
     assert together == alone[chosen]
 
 

@@ -7,16 +7,20 @@ import pytest
 import torch
 from rouge_score import rouge_scorer
 
-from ftbench import chat, config, data, evaluate, paths, stats
-from ftbench.atomic import read_jsonl
-from ftbench.errors import UserError
+from ftbench import chat
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl
+from ftbench.common.errors import UserError
+from ftbench.evaluation import generate, stats
+from ftbench.evaluation import score as scoring
 from ftbench.loading import load_model, load_tokenizer
+from ftbench.stages import data, evaluate
 
 
 def score(predictions: list[str], references: list[str], stemmer: bool = False, graded: bool = False) -> dict:
-    scorer = rouge_scorer.RougeScorer(list(evaluate.ROUGE_KEYS), use_stemmer=stemmer)
-    return evaluate.aggregate(
-        [evaluate.example_scores(p, r, scorer, graded) for p, r in zip(predictions, references, strict=True)]
+    scorer = rouge_scorer.RougeScorer(list(scoring.ROUGE_KEYS), use_stemmer=stemmer)
+    return scoring.aggregate(
+        [scoring.example_scores(p, r, scorer, graded) for p, r in zip(predictions, references, strict=True)]
     )
 
 
@@ -61,8 +65,8 @@ def test_stemming_is_a_param(project, tiny_model_dir):
     rouge1 = {}
     for stemming in (True, False):
         write_params(project, tiny_model_dir, **{"evaluate.rouge_stemmer": stemming})
-        scorer = evaluate.rouge(config.load())
-        rouge1[stemming] = evaluate.example_scores("cats running", "cat runs", scorer)["rouge1"]
+        scorer = scoring.rouge(config.load())
+        rouge1[stemming] = scoring.example_scores("cats running", "cat runs", scorer)["rouge1"]
     assert rouge1[True] > rouge1[False]
 
 
@@ -72,12 +76,12 @@ def test_llamafactory_convention_is_character_bleu_with_smoothing_3():
     # "A cat." shares no 4 characters in a row with "A cot.", so only the smoothing keeps BLEU above 0,
     # and method 3 gives 38.0 where method 1 gives 25.4 and none 0
     for prediction, reference in [("The cat sat.", "The cat sat down."), ("A cat.", "A cot.")]:
-        got = evaluate.llamafactory_scores(prediction, reference)
+        got = scoring.llamafactory_scores(prediction, reference)
         expected = sentence_bleu(
             [list(reference)], list(prediction), smoothing_function=SmoothingFunction().method3
         )
         assert got["bleu4"] == pytest.approx(100 * expected) and 0 < got["rougeL"] < 100
-    assert evaluate.llamafactory_scores("", "x")["rouge1"] == 0
+    assert scoring.llamafactory_scores("", "x")["rouge1"] == 0
 
 
 def test_evaluate_base_writes_predictions_that_recompute_to_the_scores(project, tiny_model_dir, st):
@@ -106,7 +110,7 @@ def test_evaluate_base_writes_predictions_that_recompute_to_the_scores(project, 
     # a random model scores 0 on word BLEU and ROUGE, so the recomputation is checked where it is not 0:
     # LLaMA-Factory's smoothed character BLEU
     char_bleu = np.mean(
-        [evaluate.llamafactory_scores(p["prediction"], p["reference"])["bleu4"] for p in preds]
+        [scoring.llamafactory_scores(p["prediction"], p["reference"])["bleu4"] for p in preds]
     )
     assert char_bleu > 0 and run["llamafactory"]["bleu4"] == pytest.approx(char_bleu)
 
@@ -142,7 +146,7 @@ def test_generation_prompts_are_the_training_prompts(project, tiny_model_dir):
     write_params(project, tiny_model_dir, **{"data.datasets": {"d": {"source": str(path)}}})
     data.run(config.load())
     rows, tokenizer = read_jsonl(paths.split_file("d", "test")), load_tokenizer(paths.BASE)
-    prompts = evaluate.generation_prompts(rows)
+    prompts = generate.generation_prompts(rows)
     assert prompts == [chat.prompt_ids(tokenizer, r["messages"]) for r in rows]
     assert all(r["input_ids"][: len(p)] == p for r, p in zip(rows, prompts, strict=True))  # the test loss's
 
@@ -154,9 +158,9 @@ def test_an_answer_ends_at_its_first_stop_token_whatever_the_tokenizer_calls_spe
     eot = chat.end_of_turn_id(tokenizer)
     stops = [eot, tokenizer.eos_token_id]
     answer, after = chat.text_ids(tokenizer, "#### 24"), chat.text_ids(tokenizer, " more")
-    assert evaluate.answer_text(tokenizer, answer + [eot] + after, stops) == "#### 24"
-    assert evaluate.answer_text(tokenizer, answer + [tokenizer.eos_token_id, eot], stops) == "#### 24"
-    assert evaluate.answer_text(tokenizer, answer, stops) == "#### 24"  # the length cap: no stop token
+    assert generate.answer_text(tokenizer, answer + [eot] + after, stops) == "#### 24"
+    assert generate.answer_text(tokenizer, answer + [tokenizer.eos_token_id, eot], stops) == "#### 24"
+    assert generate.answer_text(tokenizer, answer, stops) == "#### 24"  # the length cap: no stop token
 
 
 def evaluate_qlora(project, tiny_model_dir, st, form: str) -> tuple[dict, dict]:
@@ -187,7 +191,7 @@ def test_merged_and_adapter_forms_score_the_same_test_loss_and_say_which_was_sco
 def test_a_merge_that_is_not_the_trained_model_stops_with_one_line(
     adapter, project, tiny_model_dir, st, monkeypatch
 ):
-    from ftbench.errors import UserError
+    from ftbench.common.errors import UserError
     from ftbench.recipes import qlora
 
     with_adapter, _ = evaluate_qlora(project, tiny_model_dir, st, "adapter")
@@ -210,31 +214,31 @@ def test_a_merge_that_is_not_the_trained_model_stops_with_one_line(
 
 
 def test_left_padded_generation_is_checked_against_the_prompt_alone(tiny_model_dir):
-    """evaluate.generate compares each batch's most padded prompt with itself unpadded: the same prompt
+    """generate.generate compares each batch's most padded prompt with itself unpadded: the same prompt
     passes; a padded row whose log-probabilities are not those of the prompt (what the H200's corrupted
     prefill gave) stops the stage with one line."""
     tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
     prompt, other = chat.text_ids(tokenizer, "How many legs has a cat?"), chat.text_ids(tokenizer, "Hi")
     ids = torch.tensor([tokenizer.pad_token_id] * 3 + prompt)
     mask = torch.tensor([0] * 3 + [1] * len(prompt))
-    evaluate.check_left_padding(model, ids, mask, prompt)
+    generate.check_left_padding(model, ids, mask, prompt)
     with pytest.raises(UserError, match="batched generation is corrupted"):
-        evaluate.check_left_padding(model, ids, mask, other)
+        generate.check_left_padding(model, ids, mask, other)
 
 
 def test_generation_runs_in_eager_arithmetic_for_every_member(prepared):
     """On the H200 sdpa scored a left-padded prompt 8-54 nats from the same prompt alone and eager 0.5
-    (evaluate.PADDING_TOLERANCE): generation switches the model, and each of an ensemble's members, to
-    eager's arithmetic (evaluate.GENERATION_ATTENTION). The CPU gives all of them the same answers, so
+    (generate.PADDING_TOLERANCE): generation switches the model, and each of an ensemble's members, to
+    eager's arithmetic (generate.GENERATION_ATTENTION). The CPU gives all of them the same answers, so
     the switch itself is what is checked."""
-    from ftbench.ensemble import Lockstep
+    from ftbench.evaluation.lockstep import Lockstep
 
     tokenizer = load_tokenizer(paths.BASE)
     models = [load_model(paths.BASE), load_model(paths.BASE)]
     assert {m.config._attn_implementation for m in models} == {"sdpa"}
-    prompts = evaluate.generation_prompts(read_jsonl(paths.split_file("builtin", "test")))[:3]
-    evaluate.generate(Lockstep(models, [0.5, 0.5], "probability"), tokenizer, prompts, prepared)
-    assert {m.config._attn_implementation for m in models} == {evaluate.GENERATION_ATTENTION}
+    prompts = generate.generation_prompts(read_jsonl(paths.split_file("builtin", "test")))[:3]
+    generate.generate(Lockstep(models, [0.5, 0.5], "probability"), tokenizer, prompts, prepared)
+    assert {m.config._attn_implementation for m in models} == {generate.GENERATION_ATTENTION}
 
 
 @pytest.mark.parametrize("softcap", [None, 20.0])
@@ -254,7 +258,7 @@ def test_grouped_attention_is_eager_attention_without_the_copies(q_len, softcap)
     mask = torch.zeros(batch, 1, q_len, kv_len)
     mask[0, :, :, :3] = torch.finfo(mask.dtype).min  # the first row left-padded by 3
     expected, _ = eager_attention_forward(module, query, key, value, mask, scaling=0.3, softcap=softcap)
-    got, _ = evaluate.grouped_eager_attention(module, query, key, value, mask, scaling=0.3, softcap=softcap)
+    got, _ = generate.grouped_eager_attention(module, query, key, value, mask, scaling=0.3, softcap=softcap)
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -266,9 +270,9 @@ def test_grouped_attention_generates_eager_answers(tiny_model_dir):
     ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
     mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
     answers = {}
-    for attention in ("eager", evaluate.GENERATION_ATTENTION):
+    for attention in ("eager", generate.GENERATION_ATTENTION):
         model.set_attn_implementation(attention)
         answers[attention] = model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0
         )
-    assert torch.equal(answers["eager"], answers[evaluate.GENERATION_ATTENTION])
+    assert torch.equal(answers["eager"], answers[generate.GENERATION_ATTENTION])

@@ -8,8 +8,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftbench import config, data
-from ftbench.errors import UserError
+from ftbench.common import config
+from ftbench.common.errors import UserError
+from ftbench.data import prepare
 
 from .conftest import ROOT
 
@@ -88,12 +89,12 @@ ROWS = st.lists(
 
 
 def read_and_normalise(path) -> None:
-    rows = data._read_file(path)
+    rows = prepare._read_file(path)
     if not rows:
         return
-    fmt = data.detect_format(data._as_dict(rows[0], "d", 0), "auto")
+    fmt = prepare.detect_format(prepare._as_dict(rows[0], "d", 0), "auto")
     for i, row in enumerate(rows):
-        data.normalise(data._as_dict(row, "d", i), fmt, f"row {i + 1}")
+        prepare.normalise(prepare._as_dict(row, "d", i), fmt, f"row {i + 1}")
 
 
 @FAST

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from ftbench import config, optim, paths, train
-from ftbench.atomic import read_jsonl
+from ftbench import optim
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl
 from ftbench.loss import answer_loss, answer_tokens
 from ftbench.recipes import full, galore
+from ftbench.training import loop
 
 
 def stock_optimizer(optimizer) -> optim.GaLoreAdamW:
@@ -33,7 +35,7 @@ def galore_losses(p, rows_per_step: list[list[int]], **galore_options) -> list[f
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     steps = [[[rows[i] for i in micro] for micro in step] for step in rows_per_step]
-    return [train.train_step(recipe, model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps]
+    return [loop.train_step(recipe, model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps]
 
 
 # step 1 is one micro-batch (the projection basis comes from it either way); then two per step
@@ -103,7 +105,7 @@ def test_default_galore_is_published_galore_with_accumulation_refreshes_and_clip
     model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    logged = [train.train_step(galore.RECIPE, model, optimizer, scheduler, trainable, s, p) for s in steps]
+    logged = [loop.train_step(galore.RECIPE, model, optimizer, scheduler, trainable, s, p) for s in steps]
 
     assert min(stock_norms) > MAX_NORM  # every step clips
     torch.testing.assert_close([m["grad_norm"] for m in logged], stock_norms, rtol=1e-4, atol=0)

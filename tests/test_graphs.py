@@ -6,11 +6,14 @@ it) runs on the real recipe. The recording itself ran on the H200 (BENCHMARKS.md
 import pytest
 import torch
 
-from ftbench import graphs, packing, paths, train
-from ftbench.atomic import read_jsonl
-from ftbench.errors import UserError
+from ftbench import packing
+from ftbench.common import paths
+from ftbench.common.atomic import read_jsonl
+from ftbench.common.errors import UserError
 from ftbench.loss import answer_loss, mean_loss
 from ftbench.recipes import qlora
+from ftbench.stages import train
+from ftbench.training import graphs, loop
 
 ROWS = [
     {"input_ids": [5, 6, 7, 8, 9], "prompt_len": 2},
@@ -83,26 +86,28 @@ def test_graphed_training_follows_the_eager_loss_curve_and_validates_eagerly(pre
     method = method.model_copy(update={"lr": 1e-2, "lora": method.lora.model_copy(update={"dropout": 0.0})})
     p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_steps": 3})})
     rows = read_jsonl(paths.split_file("builtin", "train"))
-    steps = train.optimizer_steps(rows, method, p, seed=0)
+    steps = loop.optimizer_steps(rows, method, p, seed=0)
     curves, validation = [], []
     for graphed in (True, False):
         model, optimizer, _ = qlora.RECIPE.setup(paths.BASE, method, p, seed=0)
-        if graphed:
-            graphs._GRAPHS[model] = EagerGraphs(model, method.batch_size * method.grad_accum + 1, 64)
+        rows_per_pass = method.batch_size * method.grad_accum + 1
+        passes = loop.Passes(graphs=EagerGraphs(model, rows_per_pass, 64) if graphed else None)
         trainable = [t for g in optimizer.param_groups for t in g["params"]]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         model.train()
-        fit = [train.train_step(qlora.RECIPE, model, optimizer, scheduler, trainable, s, p) for s in steps]
+        fit = [
+            loop.train_step(qlora.RECIPE, model, optimizer, scheduler, trainable, s, p, passes) for s in steps
+        ]
         curves.append([m["loss"] for m in fit])
         validation.append(mean_loss(model, rows[:8]))
         if graphed:
             # the gradients stay allocated between steps: a recorded backward adds into them
             assert all(t.grad is not None and not t.grad.any() for t in trainable)
-            lengths = graphs.lengths(model)
+            lengths = graphs.lengths(passes.graphs)
             assert lengths and all(n % 64 == 0 for n in lengths)
             with torch.no_grad():
-                answer_loss(model, rows[:2])
-            assert graphs.lengths(model) == lengths  # no new shape: the no-grad pass ran eagerly
+                answer_loss(model, rows[:2], passes=passes)
+            assert graphs.lengths(passes.graphs) == lengths  # no new shape: the no-grad pass ran eagerly
     assert curves[0][-1] != curves[0][0]  # it learned
     torch.testing.assert_close(curves[0], curves[1], rtol=1e-4, atol=1e-5)
     assert validation[0] == pytest.approx(validation[1], rel=1e-4)
@@ -115,17 +120,16 @@ def test_a_graphed_stage_records_its_lengths_then_drops_the_graphs_before_valida
     validation runs after the graphs are gone (no graph, no gradient held for it)."""
     seen = {}
 
-    def install(model, method, p, steps):
+    def record(model, method, p, steps):
         passes = [rows for step in steps for rows in step]
-        graphs._GRAPHS[model] = EagerGraphs(model, method.batch_size * method.grad_accum + 1, 64, passes)
         seen["model"] = model
-        return True
+        return EagerGraphs(model, method.batch_size * method.grad_accum + 1, 64, passes)
 
     def validate(model, rows, *args):
-        seen["graphed at validation"] = graphs.for_pass(model) is not None or graphs.keeps_gradients(model)
+        seen["graphed at validation"] = any(t.grad is not None for t in model.parameters())
         return mean_loss(model, rows, *args)
 
-    monkeypatch.setattr(graphs, "install", install)
+    monkeypatch.setattr(graphs, "record", record)
     monkeypatch.setattr(train, "mean_loss", validate)
     result = train.run("qlora", prepared, st)["builtin/seed0"]
     assert result["cuda_graphs"] and result["graph_lengths"] and seen["graphed at validation"] is False
@@ -136,7 +140,7 @@ def test_cuda_graphs_have_no_effect_without_a_gpu(prepared):
     p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"cuda_graphs": True})})
     model, _, _ = qlora.RECIPE.setup(paths.BASE, p.methods["qlora"], p, seed=0)
     assert not torch.cuda.is_available()
-    assert graphs.install(model, p.methods["qlora"], p, []) is False and graphs.for_pass(model) is None
+    assert graphs.record(model, p.methods["qlora"], p, []) is None
 
 
 def test_a_pass_that_cannot_be_recorded_is_one_line_naming_the_setting(prepared):

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from ftbench import loss, packing, paths
-from ftbench.atomic import read_jsonl
+from ftbench import loss, packing
+from ftbench.common import paths
+from ftbench.common.atomic import read_jsonl
 from ftbench.loading import load_model
 
 

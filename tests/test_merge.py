@@ -3,10 +3,12 @@ import json
 import pytest
 import torch
 
-from ftbench import config, loss, merge, paths
+from ftbench import loss
+from ftbench.common import config, paths
 from ftbench.loading import load_model
 from ftbench.recipes import qlora
 from ftbench.recipes.qlora import RECIPE as QLORA
+from ftbench.stages import merge
 
 from .conftest import write_params
 

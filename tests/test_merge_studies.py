@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from ftbench import config, evaluate, paths, report
-from ftbench.atomic import write_json
+from ftbench.common import config, paths
+from ftbench.common.atomic import write_json
+from ftbench.evaluation import score
+from ftbench.stages import report
 
 from .conftest import ROOT, write_params
 from .test_report import fabricate_stage_outputs
@@ -87,7 +89,7 @@ def test_two_one_seed_studies_merge_into_the_two_seed_study_and_report_over_both
     for name in report.models(whole):
         merged, expected = read(out / paths.EVAL / f"{name}.json"), read(paths.EVAL / f"{name}.json")
         assert merged["runs"] == expected["runs"] and merged["convention"] == expected["convention"]
-        for metric in evaluate.logged(expected["runs"]):  # the means over both seeds' runs
+        for metric in score.logged(expected["runs"]):  # the means over both seeds' runs
             values = [r[metric] for r in expected["runs"].values()]
             assert merged[metric] == pytest.approx(np.mean(values), abs=1e-4), (name, metric)
     for f in [*paths.TRAIN.glob("*.json"), paths.METRICS / "merge" / "qlora.json"]:

@@ -11,10 +11,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from ftbench import config, model, paths
 from ftbench.chat import GEMMA_TEMPLATE
-from ftbench.errors import UserError
+from ftbench.common import config, paths
+from ftbench.common.errors import UserError
 from ftbench.loading import load_model, load_tokenizer
+from ftbench.stages import model
 
 from .conftest import ROOT, write_params
 

@@ -12,8 +12,9 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ftbench import progress, train
-from ftbench.errors import stage_main
+from ftbench.common import progress
+from ftbench.common.errors import stage_main
+from ftbench.stages import train
 
 KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 

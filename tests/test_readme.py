@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from ftbench import commands
+from ftbench.common import commands
 
 from .conftest import ROOT
 

@@ -9,8 +9,10 @@ import pytest
 import torch
 import yaml
 
-from ftbench import config, paths, report, stats
-from ftbench.atomic import read_jsonl, write_json, write_jsonl
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl, write_json, write_jsonl
+from ftbench.evaluation import stats
+from ftbench.stages import report
 
 from .conftest import ROOT, write_params
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from ftbench import config, paths
-from ftbench.atomic import read_jsonl, write_jsonl
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl, write_jsonl
 
 from .conftest import ROOT
 from .test_report import fabricate_stage_outputs

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import Gemma3TextConfig
 
-from ftbench import paths, resources
+from ftbench.common import paths, resources
 
 
 def test_cpu_stage_record_has_time_memory_phases_and_null_gpu_fields(project):
@@ -86,7 +86,7 @@ def test_each_phase_records_its_own_nvml_peak():
 
 
 def test_training_flops_match_the_known_gemma3_1b_count():
-    from ftbench.bench import SHAPES
+    from ftbench.stages.bench import SHAPES
 
     cfg = Gemma3TextConfig(**SHAPES["gemma3-1b"])
     body, head = resources.matmul_params(cfg)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from ftbench import stats
+from ftbench.evaluation import stats
 
 
 def scores(hyps, refs, rouge):

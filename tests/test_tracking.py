@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ftbench import config, paths, tracking
-from ftbench.errors import UserError, redact
+from ftbench.common import config, paths, tracking
+from ftbench.common.errors import UserError, redact
 
 from .conftest import ROOT, write_params
 

@@ -5,11 +5,14 @@ import signal
 import pytest
 import torch
 
-from ftbench import chat, config, data, loss, paths, tracking, train
-from ftbench.errors import UserError
+from ftbench import chat, loss
+from ftbench.common import config, paths, tracking
+from ftbench.common.errors import UserError
+from ftbench.common.resources import Record
 from ftbench.loading import load_model, load_tokenizer
 from ftbench.recipes import galore, qlora
-from ftbench.resources import Record
+from ftbench.stages import data, train
+from ftbench.training import loop
 
 from .conftest import write_params
 
@@ -18,9 +21,9 @@ def test_micro_batches_are_deterministic_length_grouped_and_cover_every_row():
     rows = [
         {"input_ids": [0] * n, "prompt_len": 1, "id": i} for i, n in enumerate([5, 50, 6, 49, 7, 48, 8, 47])
     ]
-    a = train.micro_batches(rows, 2, seed=0, epoch=0)
-    assert a == train.micro_batches(rows, 2, seed=0, epoch=0)
-    assert a != train.micro_batches(rows, 2, seed=0, epoch=1)
+    a = loop.micro_batches(rows, 2, seed=0, epoch=0)
+    assert a == loop.micro_batches(rows, 2, seed=0, epoch=0)
+    assert a != loop.micro_batches(rows, 2, seed=0, epoch=1)
     assert sorted(r["id"] for b in a for r in b) == list(range(8))
     padding = sum(
         max(len(r["input_ids"]) for r in b) * len(b) - sum(len(r["input_ids"]) for r in b) for b in a
@@ -46,12 +49,12 @@ def test_packed_answer_loss_equals_the_model_loss_on_each_row_alone(prepared):
 def test_optimizer_steps_respect_epochs_accumulation_and_cap(prepared):
     method = prepared.methods["qlora"].model_copy(update={"micro_batch_tokens": None})
     rows = [{"input_ids": [1, 2, 3], "prompt_len": 1}] * 16
-    steps = train.optimizer_steps(rows, method, prepared, seed=0)  # 1 epoch, 4 x 2 in the test params
+    steps = loop.optimizer_steps(rows, method, prepared, seed=0)  # 1 epoch, 4 x 2 in the test params
     assert len(steps) == 2 and all(len(s) == 2 and len(s[0]) == 4 for s in steps)
-    one_pass = train.optimizer_steps(rows, prepared.methods["qlora"], prepared, seed=0)  # its token budget
+    one_pass = loop.optimizer_steps(rows, prepared.methods["qlora"], prepared, seed=0)  # its token budget
     assert [[len(m) for m in s] for s in one_pass] == [[8], [8]]
     capped = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_steps": 1})})
-    assert len(train.optimizer_steps(rows, prepared.methods["qlora"], capped, seed=0)) == 1
+    assert len(loop.optimizer_steps(rows, prepared.methods["qlora"], capped, seed=0)) == 1
 
 
 @pytest.mark.parametrize("train_embedding", [False, True])
@@ -126,21 +129,21 @@ def test_each_training_seed_is_its_own_run(prepared, project, tiny_model_dir, st
 def test_a_token_budget_cuts_each_step_into_packed_passes_within_it(prepared):
     rows = [{"input_ids": [0] * n, "prompt_len": 1} for n in (30, 5, 12, 60, 7, 20, 9, 3)] * 2
     method = prepared.methods["qlora"].model_copy(update={"micro_batch_tokens": 64})
-    steps = train.optimizer_steps(rows, method, prepared, seed=0)  # 8 rows a step
+    steps = loop.optimizer_steps(rows, method, prepared, seed=0)  # 8 rows a step
     assert all(sum(map(len, s)) == 8 for s in steps)
     assert all(sum(len(r["input_ids"]) for r in m) <= 64 for s in steps for m in s)
 
 
 def test_token_budget_layout_gives_the_same_losses_as_batch_size_rows(prepared):
     """The cut of a step into forward passes changes no loss: it is normalised per step."""
-    from ftbench.atomic import read_jsonl
+    from ftbench.common.atomic import read_jsonl
 
     rows = read_jsonl(paths.split_file("builtin", "train"))
     results = []
     for budget in (None, 4096):
         p = prepared
         method = prepared.methods["galore"].model_copy(update={"micro_batch_tokens": budget})
-        steps = train.optimizer_steps(rows, method, p, seed=0)
+        steps = loop.optimizer_steps(rows, method, p, seed=0)
         torch.manual_seed(0)
         model, optimizer, _ = galore.setup(paths.BASE, method, p, seed=0)
         trainable = [t for g in optimizer.param_groups for t in g["params"]]
@@ -149,7 +152,7 @@ def test_token_budget_layout_gives_the_same_losses_as_batch_size_rows(prepared):
             (
                 len(steps[0]),
                 [
-                    train.train_step(galore.RECIPE, model, optimizer, scheduler, trainable, s, p)["loss"]
+                    loop.train_step(galore.RECIPE, model, optimizer, scheduler, trainable, s, p)["loss"]
                     for s in steps
                 ],
             )
@@ -184,12 +187,12 @@ def padded_reference_step(model, optimizer, step: list[list[dict]], pad_id: int)
 
 def test_packed_training_follows_the_padded_loss_curve(prepared):
     """Packing is a layout, not a change of method: QLoRA's curve packed equals the padded one."""
-    from ftbench.atomic import read_jsonl
+    from ftbench.common.atomic import read_jsonl
 
     method = prepared.methods["qlora"]
     method = method.model_copy(update={"lr": 1e-2, "lora": method.lora.model_copy(update={"dropout": 0.0})})
     p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_steps": 3})})
-    steps = train.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, seed=0)
+    steps = loop.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, seed=0)
     curves = []
     for packed in (True, False):
         model, optimizer, _ = qlora.RECIPE.setup(paths.BASE, method, p, seed=0)
@@ -198,7 +201,7 @@ def test_packed_training_follows_the_padded_loss_curve(prepared):
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
             curves.append(
                 [
-                    train.train_step(qlora.RECIPE, model, optimizer, scheduler, trainable, s, p)["loss"]
+                    loop.train_step(qlora.RECIPE, model, optimizer, scheduler, trainable, s, p)["loss"]
                     for s in steps
                 ]
             )
@@ -251,7 +254,7 @@ def test_a_resumed_run_reports_the_tokens_per_s_of_the_whole_run(prepared, proje
     ("name", "hf_name"), [("linear", "linear"), ("cosine", "cosine"), ("constant", "constant_with_warmup")]
 )
 def test_schedules_are_transformers_own_at_every_step(name, hf_name):
-    """train.schedule gives transformers' get_scheduler learning rates, to the bit, warm-up included."""
+    """loop.schedule gives transformers' get_scheduler learning rates, to the bit, warm-up included."""
     from transformers import get_scheduler
 
     def lrs(make) -> list[float]:
@@ -264,6 +267,6 @@ def test_schedules_are_transformers_own_at_every_step(name, hf_name):
             scheduler.step()
         return out
 
-    ours = lrs(lambda o: train.schedule(name, o, warmup=3, total=20))
+    ours = lrs(lambda o: loop.schedule(name, o, warmup=3, total=20))
     assert ours == lrs(lambda o: get_scheduler(hf_name, o, num_warmup_steps=3, num_training_steps=20))
     assert len(set(ours)) > 2 or name == "constant"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from transformers import PreTrainedTokenizerBase
 
-from ftbench.errors import UserError
+from ftbench.common.errors import UserError
 
 # Gemma's turn format, for tokenizers that ship without a chat template (the embedded GGUF's does not).
 # Gemma has no system role: a system message is prepended to the first user turn, as Google's template does.

@@ -10,9 +10,10 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 
-from ftbench import commands, progress
-from ftbench.errors import UserError, exit_for_user_error
+from ftbench.common import commands, progress
+from ftbench.common.errors import UserError, exit_for_user_error
 
 # Forward passes change shape from one micro-batch to the next; with fixed-size segments the CUDA
 # caching allocator fragments and the device holds several GiB more than torch uses. torch reads the
@@ -50,4 +51,35 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     os.environ.setdefault(*CUDA_ALLOCATOR)
     progress.quiet_third_party()  # before the command's imports: bitsandbytes logs on import
-    importlib.import_module(f"ftbench.{args.command}").main(args.args)
+    run(importlib.import_module(f"ftbench.stages.{args.command}").main, args.args)
+
+
+def run(command: Callable[[list[str]], None], argv: list[str]) -> None:
+    """A command's `main(argv)`, its errors as the user sees them: a UserError is one `ftbench: error:`
+    line and exit 2, Ctrl-C exits 130, running out of GPU memory exits 3 with the params that lower it;
+    anything else is a bug and keeps its traceback."""
+    try:
+        progress.configure()
+        command(argv)
+    except UserError as err:
+        exit_for_user_error(err)
+    except KeyboardInterrupt:
+        print("ftbench: interrupted; no outputs were written", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        if type(err).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError; torch not imported
+            raise
+        print(f"ftbench: error: {out_of_memory_message()}", file=sys.stderr)
+        sys.exit(3)
+
+
+def out_of_memory_message() -> str:
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    return (
+        f"CUDA out of memory (peak {peak:.2f} GiB allocated by torch); lower the micro-batch "
+        "(methods.*.micro_batch_tokens, or methods.*.batch_size where it is null: raising grad_accum "
+        "keeps the effective batch; evaluate.batch_size), set train.gradient_checkpointing: true "
+        "(with train.cuda_graphs: false), shorten data.max_length, or raise resources.max_gpu_memory_gib"
+    )

@@ -9,8 +9,9 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from ftbench import distributed, graphs, packing
-from ftbench.errors import UserError
+from ftbench import packing
+from ftbench.common import distributed
+from ftbench.common.errors import UserError
 from ftbench.loading import device
 from ftbench.packing import causal_lm, pack
 
@@ -27,25 +28,27 @@ FUSED_CHUNK_TOKENS = 256
 LOSS_PASS_TOKENS = 8192
 
 
-def answer_loss(model, rows: list[dict], fused: bool = False) -> torch.Tensor:
+def answer_loss(model, rows: list[dict], fused: bool = False, passes=None) -> torch.Tensor:
     """Summed next-token cross-entropy over the answer tokens of `rows`, in one packed forward pass.
 
     The 262k-token output layer is applied to answer positions only: prompt positions never become
     logits, which is most of the largest tensor in training. `fused` (GPU and liger-kernel only) goes
     further: liger computes the output layer and the loss chunk by chunk, so even the answer positions'
     logits (4 GB in fp32 for 4,096 tokens) never exist at once. The model is switched to packed
-    attention for good (see packing.use); `mean_loss` switches it back.
+    attention for good (see packing.use); `mean_loss` switches it back. A training pass runs the decoder
+    as its run's `passes` (ftbench.training.loop.Passes) say: replayed CUDA graphs, or DDP's wrapper.
     """
     packing.use(model)  # packed rows through sdpa would attend across rows
     lm = causal_lm(model)
     # the output head is applied outside the decoder, to answer positions only
-    if graphed := graphs.for_pass(model):
+    graphed = passes.graphs if passes is not None and model.training and torch.is_grad_enabled() else None
+    if graphed is not None:
         static = graphed.shape(rows)
         batch = pack(rows, device(), static)
         hidden = graphed(batch, static)
     else:
         batch = pack(rows, device())
-        decoder = distributed.wrapped_decoder(model) or lm.model
+        decoder = passes.ddp if passes is not None and passes.ddp is not None else lm.model
         hidden = decoder(
             input_ids=batch["input_ids"], position_ids=batch["position_ids"], **batch["attention"]
         ).last_hidden_state

@@ -15,7 +15,7 @@ import torch
 from galore_torch import GaLoreAdamW
 from galore_torch.galore_projector import GaLoreProjector
 
-from ftbench import config, distributed, resources
+from ftbench.common import config, distributed, resources
 
 PROJECTOR_KEYS = ("rank", "update_proj_gap", "scale", "proj_type", "svd")
 LOWRANK_OVERSAMPLE = 8  # extra columns for torch.svd_lowrank: rank 128 is found to ~1e-3 of full SVD

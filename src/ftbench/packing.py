@@ -33,7 +33,7 @@ PAD_ID = 0  # Gemma's <pad>: the filler rows of a fixed-shape pass; they carry n
 
 @dataclasses.dataclass(frozen=True)
 class Static:
-    """A fixed pass shape, which a CUDA graph needs (ftbench.graphs): `tokens` tokens in `rows` rows,
+    """A fixed pass shape, which a CUDA graph needs (ftbench.training.graphs): `tokens` tokens in `rows` rows,
     the pass's own rows followed by filler rows of at least one token each."""
 
     tokens: int

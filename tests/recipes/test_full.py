@@ -1,11 +1,13 @@
 import pytest
 import torch
 
-from ftbench import config, evaluate, paths, train
-from ftbench.atomic import read_jsonl
-from ftbench.errors import UserError
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl
+from ftbench.common.errors import UserError
 from ftbench.loading import load_model
 from ftbench.recipes.full import RECIPE as FULL
+from ftbench.stages import evaluate, train
+from ftbench.training import loop
 
 from ..conftest import write_params
 from ..test_train import stage_run
@@ -21,9 +23,9 @@ def test_full_trains_and_moves_every_parameter(prepared):
     assert facts["trainable_params"] == sum(t.numel() for t in params)
     assert optimizer.defaults["fused"] == torch.cuda.is_available()  # fused AdamW on a GPU
     before = [t.detach().clone() for t in params]
-    steps = train.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, seed=0)
+    steps = loop.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, seed=0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    train.train_step(FULL, model, optimizer, scheduler, params, steps[0], p)
+    loop.train_step(FULL, model, optimizer, scheduler, params, steps[0], p)
     assert all(not torch.equal(b, t) for b, t in zip(before, params, strict=True))
 
 

@@ -3,12 +3,15 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from ftbench import config, evaluate, paths, recipes, train
-from ftbench.atomic import read_jsonl
+from ftbench import recipes
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl
 from ftbench.loading import compute_dtype, load_model
 from ftbench.loss import mean_loss
 from ftbench.recipes.lora import RECIPE as LORA
 from ftbench.recipes.qlora import RECIPE as QLORA
+from ftbench.stages import evaluate, train
+from ftbench.training import loop
 
 from ..conftest import write_params
 
@@ -44,8 +47,8 @@ def test_lora_lowers_the_loss_and_leaves_the_base_untouched(prepared):
     base, start = frozen_base(model), adapters(model)
     trainable = [t for g in optimizer.param_groups for t in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    steps = train.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, seed=0)
-    losses = [train.train_step(LORA, model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps]
+    steps = loop.optimizer_steps(read_jsonl(paths.split_file("builtin", "train")), method, p, seed=0)
+    losses = [loop.train_step(LORA, model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps]
     assert losses[-1] < losses[0]
     after = frozen_base(model)
     assert all(torch.equal(base[n], after[n]) for n in base)

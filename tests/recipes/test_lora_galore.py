@@ -5,13 +5,15 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-from ftbench import config, data, evaluate, paths, train
-from ftbench.atomic import read_jsonl
-from ftbench.errors import UserError
+from ftbench.common import config, paths
+from ftbench.common.atomic import read_jsonl
+from ftbench.common.errors import UserError
 from ftbench.loss import answer_loss, mean_loss
 from ftbench.recipes.galore import RECIPE as GALORE
 from ftbench.recipes.lora import RECIPE as LORA
 from ftbench.recipes.lora_galore import RECIPE as LORA_GALORE
+from ftbench.stages import data, evaluate, train
+from ftbench.training import loop
 
 from ..conftest import write_params
 from ..test_train import stage_run
@@ -48,7 +50,7 @@ def run_steps(recipe, method, p) -> tuple[list[float], torch.nn.Module]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     steps = [[[rows[i] for i in micro] for micro in step] for step in STEPS]
     return [
-        train.train_step(recipe, model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps
+        loop.train_step(recipe, model, optimizer, scheduler, trainable, s, p)["loss"] for s in steps
     ], model
 
 
@@ -120,7 +122,7 @@ def test_a_stopped_run_resumes_both_optimizers_and_the_schedule(prepared, projec
             f"methods.{NAME}.galore.update_proj_gap": 4,
             "train.checkpoint_every_s": 0,
             "train.log_every": 1,
-            "train.schedule": "linear",
+            "loop.schedule": "linear",
         },
     )
     p = config.load()

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import torch
 
-from ftbench import config, distributed
-from ftbench.errors import UserError
+from ftbench.common import config, distributed
+from ftbench.common.errors import UserError
 from ftbench.loading import compute_dtype, load_model
 
 
@@ -201,7 +201,7 @@ def split_parameters(model) -> tuple[list, list]:
 
 def galore_optimizer(projected: list, plain: list, lr: float, g: config.GaloreParams, p: config.Params):
     """The GaLore optimizer (ftbench.optim) at `lr` on the `projected` and `plain` (name, tensor) pairs."""
-    from ftbench import optim  # galore-torch, and the bitsandbytes it imports, only where GaLore trains
+    from ftbench import optim
 
     return optim.galore_adamw(projected, plain, lr, g, p.train)
 

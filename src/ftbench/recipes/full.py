@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ftbench import config
+from ftbench.common import config
 from ftbench.loading import load_model
 from ftbench.recipes import Recipe, adamw, checkpoint_activations
 

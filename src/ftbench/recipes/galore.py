@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftbench import config
+from ftbench.common import config
 from ftbench.recipes import GaloreHooks, galore_base, galore_optimizer, split_parameters
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftbench import config
+from ftbench.common import config
 from ftbench.loading import compute_dtype, load_model
 from ftbench.recipes import AdapterRecipe
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ftbench import config
+from ftbench.common import config
 from ftbench.loading import compute_dtype
 from ftbench.loss import CONTINUITY_RTOL, continuity
 from ftbench.recipes import GaloreHooks, adamw, add_adapters, galore_base, galore_optimizer, split_parameters

@@ -8,8 +8,8 @@ import bitsandbytes.functional as bnbf
 import torch
 from peft.tuners.lora import LoraLayer
 
-from ftbench import config
-from ftbench.errors import UserError
+from ftbench.common import config
+from ftbench.common.errors import UserError
 from ftbench.loading import compute_dtype, load_model, load_nf4
 from ftbench.recipes import AdapterRecipe
 

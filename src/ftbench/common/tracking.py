@@ -31,10 +31,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psutil
 
-from ftbench import config, distributed
-from ftbench.errors import UserError, redact
-from ftbench.progress import LOG
-from ftbench.resources import Record, measure
+from ftbench.common import config, distributed
+from ftbench.common.errors import UserError, redact
+from ftbench.common.progress import LOG
+from ftbench.common.resources import Record, measure
 
 EXPERIMENT = "ftbench"
 INVOCATION = "ftbench.invocation"

@@ -1,11 +1,5 @@
-"""Ensemble stage: the seed's alternative 1, two trained models answering as one at inference time.
-
-Each greedy step averages the members' next-token distributions with the ensemble's weights and feeds
-the chosen token to every member, so both decode one shared answer in lockstep, each with its own KV
-cache: an ensemble holds both models and both caches, and runs two forward passes per token (the
-seed's "inference time 2x, memory 2x", which its resource record measures). Loading, prompts, batching,
-stop tokens, scoring and the written files are evaluate's; only the decoder differs.
-"""
+"""Greedy decoding from several causal LMs as one: each step averages the members' next-token
+distributions with the ensemble's weights and feeds the chosen token to every member."""
 
 from __future__ import annotations
 
@@ -13,16 +7,11 @@ import inspect
 
 import torch
 
-from ftbench import config, evaluate, paths, tracking
-from ftbench.atomic import read_jsonl
-from ftbench.errors import stage_main
-from ftbench.loading import load_tokenizer
 from ftbench.packing import causal_lm
-from ftbench.progress import LOG
 
 
 class Lockstep:
-    """Greedy decoding from several causal LMs at once, through the calls evaluate.generate makes of a
+    """Greedy decoding from several causal LMs at once, through the calls generate.generate makes of a
     transformers model (eval, generate). With one member's weight 1 and the others' 0, or a model with
     itself, it gives exactly that model's greedy answers (tests/test_ensemble.py)."""
 
@@ -89,37 +78,3 @@ def cache_argument(model) -> str:
     takes `past_key_values` with a deprecation warning), `past_key_values` before (5.17 on the H200)."""
     parameters = inspect.signature(causal_lm(model).forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
-
-
-def ensemble_run(name: str, run: config.Run, p: config.Params, tokenizer, record) -> dict:
-    """One dataset and seed: each member's model of that run, decoding together."""
-    ensemble = p.ensembles[name]
-    LOG.info(f"evaluate {name} ({' + '.join(ensemble.members)}) on {run.key}")
-    rows = read_jsonl(paths.split_file(run.dataset, "test"))
-    loaded = [evaluate.model_for_eval(m, run, p, rows, record) for m in ensemble.members]
-    decoder = Lockstep([model for model, _ in loaded], ensemble.normalized_weights(), ensemble.average)
-    with record.phase("generate"):
-        predictions = evaluate.generate(decoder, tokenizer, evaluate.generation_prompts(rows), p)
-    checks = {m: facts["continuity"] for m, (_, facts) in zip(ensemble.members, loaded, strict=True) if facts}
-    return evaluate.scored_run(
-        name, run, rows, predictions, p, record, {"continuity": checks} if checks else {}
-    )
-
-
-def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
-    ensemble = p.ensembles[name]
-    tokenizer = load_tokenizer(paths.BASE)
-    runs = {r.key: ensemble_run(name, r, p, tokenizer, st.record) for r in p.runs(name)}
-    forms = {m: form for m in ensemble.members if (form := evaluate.scored_form(m, p))}
-    details = {
-        "members": ensemble.members,
-        "weights": ensemble.normalized_weights(),
-        "average": ensemble.average,
-        **({"member_forms": forms} if forms else {}),
-    }
-    return evaluate.summarize(name, p, runs, details)
-
-
-@stage_main
-def main(argv: list[str]) -> None:
-    evaluate.evaluation_stage("ensemble", run, argv)

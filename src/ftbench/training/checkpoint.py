@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ftbench.atomic import atomic_path
-from ftbench.errors import UserError
-from ftbench.progress import LOG
+from ftbench.common.atomic import atomic_path
+from ftbench.common.errors import UserError
+from ftbench.common.progress import LOG
 from ftbench.recipes import Recipe
 
 ROOT = Path("checkpoints")

@@ -3,7 +3,7 @@
 Random weights (speed and memory do not depend on their values), real token sequences, and the forward
 passes `dvc repro` runs: params.yaml's first dataset (or --data) is split and tokenized by the data
 stage's own code (data.sizes, data.max_length, data.overlong, fields), and its train rows are cut into
-optimizer steps by the train stage's own code (train.optimizer_steps): methods.<name>.batch_size x
+optimizer steps by the train stage's own code (loop.optimizer_steps): methods.<name>.batch_size x
 grad_accum rows a step, in forward passes of its micro_batch_tokens. Each variant is a method of
 params.yaml plus overrides, e.g. `qlora:grad_accum=8`, `galore:galore.svd=lowrank` or
 `qlora:micro_batch_tokens=8192`. It prints one JSON line per variant (tokens/s, MFU, NVML and
@@ -27,11 +27,15 @@ import torch
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
-from ftbench import commands, config, data, evaluate, graphs, recipes, resources, train
-from ftbench.atomic import atomic_path
-from ftbench.errors import UserError, stage_main
+from ftbench import recipes
+from ftbench.common import commands, config, resources
+from ftbench.common.atomic import atomic_path
+from ftbench.common.errors import UserError
+from ftbench.data.prepare import prepare
+from ftbench.evaluation import generate
 from ftbench.loading import compute_dtype, configure_attention, load_model, load_tokenizer
 from ftbench.loss import answer_loss, answer_tokens, autocast, causal_lm
+from ftbench.training import graphs, loop
 
 GIB = 2**30
 SHAPES = {
@@ -135,7 +139,7 @@ def dataset_splits(p: config.Params, source: str | None, tokenizer) -> dict[str,
     name, ds = next(iter(p.data.datasets.items()))
     if source:
         ds = ds.model_copy(update={"source": source})
-    prepared, _ = data.prepare(name, ds, p, tokenizer)
+    prepared, _ = prepare.prepare(name, ds, p, tokenizer)
     return prepared["splits"]
 
 
@@ -145,7 +149,7 @@ def optimizer_steps(rows: list[dict], method: config.MethodParams, p: config.Par
     epochs = math.ceil(n * method.batch_size * method.grad_accum / len(rows))
     method = method.model_copy(update={"epochs": epochs})
     p = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": n})})
-    return train.optimizer_steps(rows, method, p, seed=p.seeds[0])
+    return loop.optimizer_steps(rows, method, p, seed=p.seeds[0])
 
 
 def with_overrides(p: config.Params, variant: str) -> tuple[str, config.Params]:
@@ -177,21 +181,22 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
     with resources.Sampler() as sampler:
         recipe = recipes.get(method.recipe)
         model, optimizer, _ = recipe.setup(base, method, p, seed=0)
-        train.use_liger_kernels(model, p)
-        train.compile_layers(model, p)
-        graphs.install(model, method, p, steps)
+        loop.use_liger_kernels(model, p)
+        loop.compile_layers(model, p)
+        passes = loop.Passes.setup(model, method, p, steps)
         trainable = [t for g in optimizer.param_groups for t in g["params"]]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         model.train()
         t0 = resources.synced_clock()
         for s in steps[: args.warmup]:
-            train.train_step(recipe, model, optimizer, scheduler, trainable, s, p)
+            loop.train_step(recipe, model, optimizer, scheduler, trainable, s, p, passes)
         warmup_s = resources.synced_clock() - t0  # first-call kernel builds, and torch.compile's compile
         refresh_s, gap = recipe.periodic_cost(optimizer, method) or (0.0, None)
         timed = steps[args.warmup :]
         t0 = resources.synced_clock()
         losses = [
-            train.train_step(recipe, model, optimizer, scheduler, trainable, s, p)["loss"] for s in timed
+            loop.train_step(recipe, model, optimizer, scheduler, trainable, s, p, passes)["loss"]
+            for s in timed
         ]
         seconds = resources.synced_clock() - t0
     flat = [r for s in timed for m in s for r in m]
@@ -210,14 +215,14 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         "warmup_s": round(warmup_s, 2),
         "refresh_s": round(refresh_s, 2) if gap else None,
         "refresh_share": round(1 - seconds / amortised, 4) if gap else None,
-        "final_loss": round(losses[-1], 4),
-        "graph_lengths": graphs.lengths(model),
+        "final_loss": round(losses[-1]["loss"], 4),
+        "graph_lengths": graphs.lengths(passes.graphs),
         **_memory(sampler),
     }
     if p.train.fused_cross_entropy:
         result["fused_loss_rel_diff"] = _fused_loss_difference(model, timed[0][0])
     result["packed_loss_rel_diff"] = _packed_loss_difference(model, timed[0][0])
-    del model, optimizer, scheduler, trainable
+    del model, optimizer, scheduler, trainable, passes
     return result
 
 
@@ -242,9 +247,9 @@ def _packed_loss_difference(model, rows: list[dict]) -> float:
 
 
 def bench_generation(base: Path, rows: list[dict], tokenizer, p: config.Params, batch: int, args) -> dict:
-    """Greedy answers to the test split's prompts (cycled) through evaluate.generate, as the evaluate
+    """Greedy answers to the test split's prompts (cycled) through generate.generate, as the evaluate
     stage runs them."""
-    test_prompts = evaluate.generation_prompts(rows)
+    test_prompts = generate.generation_prompts(rows)
     prompts = [test_prompts[i % len(test_prompts)] for i in range(args.eval_answers)]
     cap = args.eval_new_tokens or p.evaluate.max_new_tokens
     p = p.model_copy(
@@ -254,7 +259,7 @@ def bench_generation(base: Path, rows: list[dict], tokenizer, p: config.Params, 
     with resources.Sampler() as sampler:
         model = load_model(base, compute_dtype())
         t0 = resources.synced_clock()
-        answers = evaluate.generate(model, tokenizer, prompts, p)
+        answers = generate.generate(model, tokenizer, prompts, p)
         seconds = resources.synced_clock() - t0
     new_tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     del model
@@ -348,7 +353,7 @@ def markdown(results: list[dict], peer: list[dict], plan: dict, env: dict, setup
         "as `dvc repro` makes them (methods.*.batch_size x grad_accum, passes of its micro_batch_tokens).",
         "",
         "```",
-        setup["command"] or "python -m ftbench.bench ...",
+        setup["command"] or "python -m ftbench bench ...",
         "```",
         "",
         "| variant | rows/step | tokens/s | MFU | NVML peak GiB | torch peak GiB | passes/step | "
@@ -414,7 +419,6 @@ def _version(package: str) -> str:
         return "absent"
 
 
-@stage_main
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.rebuild:

@@ -13,7 +13,7 @@ import sys
 
 from tqdm import tqdm
 
-from ftbench.errors import UserError
+from ftbench.common.errors import UserError
 
 LOG = logging.getLogger("ftbench")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -125,7 +125,7 @@ def bar(desc: str, total: int, unit: str = "it", initial: int = 0) -> tqdm:
 
 def _main_rank() -> bool:
     # imported here: the command line imports this module, and `ftbench --help` must not import torch
-    from ftbench import distributed
+    from ftbench.common import distributed
 
     return distributed.is_main()
 

@@ -1,4 +1,4 @@
-"""Data stage: read each dataset, normalise it to chat turns, tokenize, split, write data/prepared/.
+"""A dataset, read, normalised to chat turns, tokenized and split (the data stage's work).
 
 Local JSON, JSON Lines and CSV are read with the standard library rather than `datasets`, so that a
 malformed file is reported as one line with its row number; Parquet goes through pyarrow and hub
@@ -14,11 +14,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftbench import builtin_data, chat, commands, config, paths, tracking
-from ftbench.atomic import atomic_path, write_json, write_jsonl
-from ftbench.errors import UserError, stage_main
-from ftbench.loading import load_tokenizer
-from ftbench.progress import LOG
+from ftbench import chat
+from ftbench.common import config
+from ftbench.common.errors import UserError
+from ftbench.data import builtin
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 SHAREGPT_ROLES = {
@@ -58,7 +57,7 @@ class Counts:
 def read_rows(ds: config.DatasetParams, seed: int) -> list[dict]:
     """Raw rows of one dataset, in file order."""
     if ds.source == "builtin":
-        return builtin_data.generate(seed=seed)
+        return builtin.generate(seed=seed)
     if ds.source.startswith("hf:"):
         return _read_hub(ds)
     path = Path(ds.source)
@@ -256,26 +255,3 @@ def _as_dict(row: object, name: str, i: int) -> dict:
     if not isinstance(row, dict):
         raise UserError(f"dataset {name} row {i + 1}: expected an object with named fields")
     return row
-
-
-def run(p: config.Params) -> None:
-    tokenizer = load_tokenizer(paths.BASE)
-    summary = {}
-    with atomic_path(paths.PREPARED, is_dir=True) as out:
-        for name, ds in p.data.datasets.items():
-            prepared, counts = prepare(name, ds, p, tokenizer)
-            for split, rows in prepared["splits"].items():
-                write_jsonl(out / name / f"{split}.jsonl", rows)
-            summary[name] = {"format": prepared["format"], **vars(counts)}
-            LOG.info(
-                f"data: {name}: {counts.splits} ({prepared['format']}, {counts.mean_tokens} tokens mean)"
-            )
-        write_json(paths.DATA_SUMMARY, summary)
-
-
-@stage_main
-def main(argv: list[str]) -> None:
-    p, _ = commands.parse("data", argv)
-    with tracking.stage("data", p) as st:
-        run(p)
-        st.artifacts.append(paths.DATA_SUMMARY)

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import functools
 import math
-import weakref
 
 import torch
 
-from ftbench import config, distributed, packing
-from ftbench.errors import UserError
+from ftbench import packing
+from ftbench.common import config, distributed
+from ftbench.common.errors import UserError
+from ftbench.common.progress import LOG
 from ftbench.packing import causal_lm
-from ftbench.progress import LOG
 
-# the graphs of each model, beside it like distributed's DDP wrapper: the model itself stays as loaded
-_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 WARM_UP_PASSES = 2
 
 
@@ -59,7 +57,7 @@ class Graph:
     graph's own, which autograd then adds into `.grad`, so every recorded length holds a copy of every
     gradient (2.8 GB of fp32 per length for GaLore on 1B; measured 28 GiB with two lengths on the
     H200). Here the recorded backward adds into the weights' `.grad` itself, which training therefore
-    keeps allocated (zeroed, not freed: `keeps_gradients`): one gradient, however many lengths.
+    keeps allocated (zeroed, not freed: training.loop.train_step): one gradient, however many lengths.
     """
 
     def __init__(self, decoder: torch.nn.Module, static: packing.Static, pool, warm_up: bool) -> None:
@@ -170,43 +168,30 @@ class Graphs:
         return self.graphed[static.tokens]
 
 
-def install(model, method: config.MethodParams, p: config.Params, steps: list[list[list[dict]]]) -> bool:
-    """Graph `model`'s training passes (`steps`: optimizer steps of packed passes) if `train.cuda_graphs`
+def record(
+    model, method: config.MethodParams, p: config.Params, steps: list[list[list[dict]]]
+) -> Graphs | None:
+    """Graphs for `model`'s training passes (`steps`: optimizer steps of packed passes) if `train.cuda_graphs`
     asks, on one GPU: the CPU has nothing to graph, and several data-parallel ranks all-reduce from DDP's
-    gradient hooks, which a recorded backward would not run. Returns whether it did, for the train record."""
+    gradient hooks, which a recorded backward would not run. None where it does not graph."""
     if not (p.train.cuda_graphs and torch.cuda.is_available()):
-        return False
+        return None
     if distributed.world_size() > 1:
         LOG.info("train.cuda_graphs: not used with several GPUs (DDP all-reduces from its hooks)")
-        return False
+        return None
     # a pass holds at most a step's rows, and at least one filler row
     passes = [rows for step in steps for rows in step]
     rows = method.batch_size * method.grad_accum + 1
-    _GRAPHS[model] = Graphs(model, rows, p.train.graph_bucket_tokens, passes)
-    return True
-
-
-def for_pass(model) -> Graphs | None:
-    """The graphs a pass of `model` replays: a training pass of a graphed model, else None."""
-    graphs = _GRAPHS.get(model)
-    return graphs if graphs is not None and model.training and torch.is_grad_enabled() else None
+    return Graphs(model, rows, p.train.graph_bucket_tokens, passes)
 
 
 def release(model) -> None:
-    """Drop `model`'s graphs once it has trained, with the gradients they added into: the passes after
-    training (validation, a merge's check) run eagerly, and the graphs' pool and an fp32 gradient (2.8
-    GB for GaLore on 1B) would only sit beside theirs."""
-    if _GRAPHS.pop(model, None) is None:
-        return
+    """After the graphs are dropped: the gradients they added into go too. The passes after training
+    (validation, a merge's check) run eagerly, and the graphs' pool and an fp32 gradient (2.8 GB for
+    GaLore on 1B) would only sit beside theirs."""
     for t in model.parameters():
         t.grad = None
     torch.cuda.empty_cache()
-
-
-def keeps_gradients(model) -> bool:
-    """Whether `model`'s `.grad` tensors must stay where they are (zeroed, not set to None): its recorded
-    backward passes add into them."""
-    return model in _GRAPHS
 
 
 def pool_bytes() -> int:
@@ -216,7 +201,6 @@ def pool_bytes() -> int:
     return sum(s["total_size"] for s in segments if tuple(s.get("segment_pool_id", (0, 0))) != (0, 0))
 
 
-def lengths(model) -> list[int]:
-    """The pass lengths `model` has graphs for (its train record)."""
-    graphs = _GRAPHS.get(model)
+def lengths(graphs: Graphs | None) -> list[int]:
+    """The pass lengths there are graphs for (the train record)."""
     return sorted(graphs.graphed) if graphs else []

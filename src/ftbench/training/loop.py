@@ -1,43 +1,53 @@
-"""Train stage: one method, by its recipe (ftbench.recipes), on every dataset, from models/base or a merge."""
+"""The training loop: batches, the schedule, the optimizer steps, resumable from checkpoints.
+
+A run's passes go through `Passes`: DDP's wrapper of the decoder when several ranks train, recorded CUDA
+graphs on one GPU, the plain decoder otherwise. The run that made them holds them (no module keeps
+state about a model), and drops the graphs when training ends.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ftbench import (
-    checkpoint,
-    commands,
-    config,
-    distributed,
-    graphs,
-    packing,
-    paths,
-    recipes,
-    resources,
-    tracking,
-)
-from ftbench.atomic import atomic_path, read_jsonl, write_json
-from ftbench.errors import UserError, stage_main
-from ftbench.loading import configure_attention, device, load_tokenizer
-from ftbench.loss import (
-    answer_loss,
-    answer_tokens,
-    autocast,
-    causal_lm,
-    liger_available,
-    mean_loss,
-)
-from ftbench.progress import LOG, bar
+from ftbench import packing, recipes
+from ftbench.common import config, distributed
+from ftbench.common.errors import UserError
+from ftbench.common.progress import LOG, bar
+from ftbench.loading import device
+from ftbench.loss import answer_loss, answer_tokens, autocast, causal_lm, liger_available
+from ftbench.training import checkpoint, graphs
 
 LENGTH_POOL = 64  # micro-batches per pool that is sorted by length: little padding, order still random
 PLACEHOLDER_ROW = {"input_ids": [0, 0], "prompt_len": 1}  # a two-token pass, for a rank with no rows
+
+
+@dataclass
+class Passes:
+    """How a training pass runs the decoder: `ddp`, its DistributedDataParallel wrapper on several ranks
+    (kept beside the model, so parameter names stay those of one process); `graphs`, its recorded CUDA
+    graphs on one GPU (ftbench.training.graphs); the plain decoder where both are None."""
+
+    ddp: torch.nn.Module | None = None
+    graphs: graphs.Graphs | None = None
+
+    @classmethod
+    def setup(cls, model, method: config.MethodParams, p: config.Params, steps: list) -> Passes:
+        return cls(
+            distributed.data_parallel(model, causal_lm(model).model), graphs.record(model, method, p, steps)
+        )
+
+    def release(self, model) -> None:
+        """Drop the graphs once the model has trained (graphs.release says why)."""
+        if self.graphs is not None:
+            graphs.release(model)
+            self.graphs = None
 
 
 def compile_layers(model, p: config.Params) -> None:
@@ -70,10 +80,6 @@ def use_liger_kernels(model, p: config.Params) -> bool:
         fused_linear_cross_entropy=False,
     )
     return True
-
-
-def init_dir(init: str, run: config.Run) -> Path:
-    return paths.BASE if init == "base" else paths.run_dir(init, run)
 
 
 # ---------------------------------------------------------------- batching
@@ -159,8 +165,10 @@ def fit(
     p: config.Params,
     log,
     ckpt: tuple[Path, checkpoint.Fingerprint],
+    passes: Passes | None = None,
 ) -> dict:
-    """The training loop, resumable from `ckpt` (folder, fingerprint).
+    """The training loop, resumable from `ckpt` (folder, fingerprint), its passes through `passes` (the
+    plain decoder if None).
 
     `log(step, metrics)` gets loss, learning rate, grad norm and tokens/s. The returned progress holds
     the curve, tokens and training seconds of every step, those before a resume included, so a resumed
@@ -183,7 +191,7 @@ def fit(
         for step, micro in enumerate(steps, 1):
             if step <= done:
                 continue  # the batches are a pure function of the seed: skipping them is the data position
-            metrics = train_step(recipe, model, optimizer, scheduler, trainable, micro, p)
+            metrics = train_step(recipe, model, optimizer, scheduler, trainable, micro, p, passes)
             if not math.isfinite(metrics["loss"]):
                 raise UserError(
                     f"{label}: loss is {metrics['loss']} at step {step}; likely a learning rate too high "
@@ -219,11 +227,20 @@ def fit(
 
 
 def train_step(
-    recipe: recipes.Recipe, model, optimizer, scheduler, trainable, micro, p: config.Params
+    recipe: recipes.Recipe,
+    model,
+    optimizer,
+    scheduler,
+    trainable,
+    micro,
+    p: config.Params,
+    passes: Passes | None = None,
 ) -> dict:
-    """One optimizer step over `micro` (this rank's packed forward passes); loss = mean over the step's
-    answer tokens on every rank, so summing gradients over ranks gives the one-process gradient.
-    Nothing in the passes waits for the GPU: the loss is read once, after the last backward."""
+    """One optimizer step over `micro` (this rank's packed forward passes, run through `passes`); loss =
+    mean over the step's answer tokens on every rank, so summing gradients over ranks gives the
+    one-process gradient. Nothing in the passes waits for the GPU: the loss is read once, after the
+    last backward."""
+    passes = passes or Passes()
     t0 = time.perf_counter()
     tokens = sum(len(r["input_ids"]) for rows in micro for r in rows)
     (n_targets,) = distributed.sum_scalars(sum(answer_tokens(rows) for rows in micro))
@@ -231,13 +248,13 @@ def train_step(
     # answer tokens), hence the factor. A rank with no rows this step (fewer rows than ranks) still
     # takes its part in the all-reduce, with a pass whose loss counts zero.
     scale = distributed.world_size() / n_targets
-    passes = [(rows, scale) for rows in micro] or [([PLACEHOLDER_ROW], 0.0)]
+    weighted = [(rows, scale) for rows in micro] or [([PLACEHOLDER_ROW], 0.0)]
     step_loss = torch.zeros((), device=device())
-    for i, (rows, weight) in enumerate(passes, 1):
-        last = i == len(passes)
-        with distributed.sync_gradients(model, last):
+    for i, (rows, weight) in enumerate(weighted, 1):
+        last = i == len(weighted)
+        with distributed.sync_gradients(passes.ddp, last):
             with autocast():
-                loss = answer_loss(model, rows, p.train.fused_cross_entropy) * weight
+                loss = answer_loss(model, rows, p.train.fused_cross_entropy, passes) * weight
             recipe.before_backward(optimizer, last=last)
             loss.backward()
         step_loss += loss.detach()
@@ -247,7 +264,8 @@ def train_step(
     if math.isfinite(step_loss):
         optimizer.step()
         scheduler.step()
-    optimizer.zero_grad(set_to_none=not graphs.keeps_gradients(model))
+    # recorded backward passes add into the .grad tensors they captured: those stay, zeroed
+    optimizer.zero_grad(set_to_none=passes.graphs is None)
     return {
         "loss": step_loss,
         "lr": scheduler.get_last_lr()[0],
@@ -255,143 +273,3 @@ def train_step(
         "tokens_per_s": tokens / (time.perf_counter() - t0),
         "tokens": int(tokens),
     }
-
-
-def fingerprint(name: str, run: config.Run, p: config.Params) -> checkpoint.Fingerprint:
-    """What determines `run` of method `name` (and the code, which checkpoint adds), in the words the
-    line about an ignored checkpoint names it by."""
-    init, split = init_dir(p.methods[name].init, run), paths.split_file(run.dataset, "train")
-    return checkpoint.Fingerprint(
-        settings={
-            f"the method's params (methods.{name})": p.methods[name].model_dump(),
-            "the train params (train)": p.train.model_dump(),
-            "the training seed (seeds)": run.seed,
-            "the split seed (seed)": p.seed,
-            # every step's rows are shared out over the ranks: another count trains on other batches
-            "the number of data-parallel processes (resources.gpus)": distributed.world_size(),
-        },
-        files={f"the model it starts from ({init})": init, f"the prepared training data ({split})": split},
-    )
-
-
-def train_one(
-    name: str, run: config.Run, p: config.Params, out: Path, st: tracking.StageRun, tokenizer
-) -> dict:
-    """Set up the recipe, fit on one dataset with one seed, save the adapter or model to `out`."""
-    method = p.methods[name]
-    torch.manual_seed(run.seed)
-    init = init_dir(method.init, run)
-    recipe = recipes.get(method.recipe)
-    with st.record.phase("load"):
-        model, optimizer, facts = recipe.setup(init, method, p, run.seed)
-        liger = use_liger_kernels(model, p)
-        compile_layers(model, p)
-        distributed.data_parallel(model, causal_lm(model).model)
-        rows = read_jsonl(paths.split_file(run.dataset, "train"))
-        steps = optimizer_steps(rows, method, p, run.seed)
-        graphed = graphs.install(model, method, p, steps)
-    where = checkpoint.folder(name, run.key)
-    ckpt = (where, fingerprint(name, run, p))  # it reads no file until a checkpoint is checked or saved
-    with st.record.phase("train"):
-        result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, ckpt)
-    graph_lengths = graphs.lengths(model)  # for the record: the graphs go before validation
-    graphs.release(model)
-    validation = read_jsonl(paths.split_file(run.dataset, "validation"))
-    # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
-    # loss is summed over them) against the validation loss, computed once; where there are none, on
-    # one step's training rows, which only such a recipe scores
-    check = validation or rows[: method.batch_size * method.grad_accum]
-
-    def check_loss(m) -> float:
-        return mean_loss(m, check, p.train.fused_cross_entropy)
-
-    with st.record.phase("validate"):
-        val_loss = check_loss(model) if validation else None
-    with st.record.phase("save"):
-        saved, saved_facts = recipe.to_save(model, val_loss, check_loss)
-        if distributed.is_main():
-            recipe.save(saved, out, tokenizer)
-    if distributed.is_main():
-        checkpoint.remove(where)
-    # `steps` holds this rank's rows: the FLOPs count every rank's, like `tokens`
-    (targets,) = distributed.sum_scalars(sum(answer_tokens(r) for s in steps for r in s))
-    targets = int(targets)
-    curve = result["curve"]
-    return {
-        "recipe": method.recipe,
-        "init": str(init),
-        "optimizer_steps": len(steps),
-        "tokens": result["tokens"],
-        "answer_tokens": targets,
-        "train_s": round(result["train_s"], 2),
-        "resumed_train_s": round(result["resumed_train_s"], 2),
-        "flops": resources.training_flops(
-            causal_lm(model).config, recipe.weight_gradients, result["tokens"], targets
-        ),
-        "fused_cross_entropy": p.train.fused_cross_entropy and liger_available(),
-        "liger_kernels": liger,
-        "cuda_graphs": graphed,
-        "graph_lengths": graph_lengths,
-        **recipe.facts_after(optimizer),
-        "first_loss": curve[0]["loss"],
-        "final_loss": curve[-1]["loss"],
-        "val_loss": val_loss,
-        **facts,
-        **saved_facts,
-        "curve": curve,
-    }
-
-
-def run(name: str, p: config.Params, st: tracking.StageRun) -> dict:
-    results = {}
-    tokenizer = load_tokenizer(paths.BASE)  # one load of the 262k-token vocabulary for every run
-    with _output_dir(paths.model_dir(name)) as out:
-        for r in p.runs(name):
-            LOG.info(f"train {name} on {r.key}")
-            results[r.key] = train_one(name, r, p, out / r.key, st, tokenizer)
-    if not distributed.is_main():
-        return results
-    for key, r in results.items():
-        _write_curve(paths.CURVES / name / f"{key.replace('/', '-')}.csv", r.pop("curve"))
-    write_json(paths.TRAIN / f"{name}.json", results)
-    tokens, train_s = sum(r["tokens"] for r in results.values()), sum(r["train_s"] for r in results.values())
-    st.record.update(
-        tokens=tokens,
-        train_s=round(train_s, 2),
-        # training seconds that stopped attempts of this stage spent before the checkpoints it resumed from:
-        # the report adds them to the stage's wall time, which is this attempt's (their start-up is lost)
-        resumed_train_s=round(sum(r["resumed_train_s"] for r in results.values()), 2),
-        tokens_per_s=round(tokens / train_s, 1),
-        mfu=resources.mfu(
-            sum(r["flops"] for r in results.values()) / train_s,
-            resources.peak_tflops(p.resources.peak_tflops),
-            devices=distributed.world_size(),
-        ),
-    )
-    st.artifacts += [paths.TRAIN / f"{name}.json", paths.CURVES / name]
-    return results
-
-
-@contextlib.contextmanager
-def _output_dir(path: Path):
-    """The stage's output folder on rank 0 (written atomically); other ranks save nothing."""
-    if distributed.is_main():
-        with atomic_path(path, is_dir=True) as out:
-            yield out
-    else:
-        yield Path("/nonexistent")  # never written: saving is rank 0's
-
-
-def _write_curve(path: Path, curve: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("step,loss,lr\n" + "".join(f"{c['step']},{c['loss']},{c['lr']:.6g}\n" for c in curve))
-
-
-@stage_main
-def main(argv: list[str]) -> None:
-    p, name = commands.parse("train", argv)
-    distributed.launch_or_init(p, "train", argv)
-    resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
-    configure_attention()
-    with tracking.stage(f"train-{name}", p, method=name, recipe=p.methods[name].recipe) as st:
-        run(name, p, st)

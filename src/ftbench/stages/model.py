@@ -12,10 +12,11 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ftbench import chat, commands, config, paths, tracking
-from ftbench.atomic import atomic_path, remove_leftovers
-from ftbench.errors import UserError, stage_main
-from ftbench.progress import LOG
+from ftbench import chat
+from ftbench.common import commands, config, paths, tracking
+from ftbench.common.atomic import atomic_path, remove_leftovers
+from ftbench.common.errors import UserError
+from ftbench.common.progress import LOG
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Plain English: a sound LLM tokenizer cuts it into words and common pieces (the embedded Gemma's: 5.9
@@ -192,7 +193,6 @@ def run(p: config.Params, st: tracking.StageRun) -> None:
     LOG.info(f"model: {p.model.source} -> {paths.BASE} ({n / 1e6:.0f}M parameters, {p.model.dtype})")
 
 
-@stage_main
 def main(argv: list[str]) -> None:
     p, _ = commands.parse("model", argv)
     with tracking.stage("model", p, source=p.model.source) as st:

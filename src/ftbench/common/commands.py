@@ -15,8 +15,8 @@ from typing import NoReturn, get_args, get_origin
 
 from pydantic import BaseModel
 
-from ftbench import config
-from ftbench.errors import UserError
+from ftbench.common import config
+from ftbench.common.errors import UserError
 
 LOG_ENV = "FTBENCH_LOG"
 METHOD = "<method>"  # in a declared key: the command's argument (`methods.<method>` for `train qlora`)
@@ -202,7 +202,7 @@ class SetLogLevel(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         # the stage configured logging before parsing its arguments: set the level itself too
-        from ftbench import progress  # logging's module pulls in torch: not for `ftbench --help`
+        from ftbench.common import progress
 
         progress.set_level(self.const)
 

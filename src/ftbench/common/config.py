@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ftbench.errors import UserError
+from ftbench.common.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -260,7 +260,7 @@ class TrainParams(Strict):
     """torch.compile each decoder layer: fewer kernel launches, a compile on the first steps."""
     cuda_graphs: bool
     """On a GPU: replay each training pass's decoder forward and backward as CUDA graphs, one launch in
-    place of thousands; passes are padded to fixed shapes (ftbench.graphs)."""
+    place of thousands; passes are padded to fixed shapes (ftbench.training.graphs)."""
     graph_bucket_tokens: PositiveInt
     """Under cuda_graphs, passes are padded up to a multiple of this many tokens: one graph per length."""
     liger_kernels: bool

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ftbench import commands, config, paths, stats, tracking
-from ftbench.atomic import atomic_path, read_jsonl, write_json
-from ftbench.errors import UserError, stage_main
-from ftbench.progress import bar
-from ftbench.resources import package_versions
+from ftbench.common import commands, config, paths, tracking
+from ftbench.common.atomic import atomic_path, read_jsonl, write_json
+from ftbench.common.errors import UserError
+from ftbench.common.progress import bar
+from ftbench.common.resources import package_versions
+from ftbench.evaluation import stats
 
 HEADLINE = ("bleu4", "rougeL")
 PRIMARY = HEADLINE[0]  # the ranking's order
@@ -887,7 +888,6 @@ def run(p: config.Params) -> str:
     return text
 
 
-@stage_main
 def main(argv: list[str]) -> None:
     p, _ = commands.parse("report", argv)
     # the report reads metrics/resources, so its own record goes to MLflow only

@@ -15,17 +15,12 @@ import atexit
 import contextlib
 import os
 import sys
-import weakref
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ftbench import config
-
-# the DDP wrapper of each model's decoder, kept beside the model rather than in it, so that the model's
-# parameter names (saved weights, checkpoints) stay those of one process
-_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+from ftbench.common import config
 
 
 def world_size() -> int:
@@ -88,15 +83,16 @@ def shard(rows: list[dict]) -> list[dict]:
     return rows[rank() :: world_size()]
 
 
-def data_parallel(model, decoder: torch.nn.Module) -> None:
-    """Wrap the model's decoder (the part every trainable weight lies in) in DDP when several ranks
-    train (see the module docstring)."""
+def data_parallel(model, decoder: torch.nn.Module) -> DistributedDataParallel | None:
+    """The model's decoder (the part every trainable weight lies in) wrapped in DDP when several ranks
+    train (see the module docstring), else None. The wrapper is kept beside the model rather than in it,
+    so that the model's parameter names (saved weights, checkpoints) stay those of one process."""
     if world_size() == 1:
-        return
+        return None
     inside = {id(t) for t in decoder.parameters()}
     if any(t.requires_grad and id(t) not in inside for t in model.parameters()):
         raise RuntimeError("a trainable weight lies outside the decoder: DDP would not sync it")
-    _DECODERS[model] = DistributedDataParallel(
+    return DistributedDataParallel(
         decoder,
         device_ids=[torch.cuda.current_device()] if torch.cuda.is_available() else None,
         # every rank loaded the same weights and seeded its adapters alike (the tests compare curves):
@@ -106,14 +102,9 @@ def data_parallel(model, decoder: torch.nn.Module) -> None:
     )
 
 
-def wrapped_decoder(model) -> DistributedDataParallel | None:
-    """The DDP wrapper a forward pass must call when training on several ranks, else None."""
-    return _DECODERS.get(model)
-
-
-def sync_gradients(model, last: bool):
-    """Context for one pass: all-reduce its gradients only on the step's last pass."""
-    ddp = _DECODERS.get(model)
+def sync_gradients(ddp: DistributedDataParallel | None, last: bool):
+    """Context for one pass through `ddp` (None: one process): all-reduce its gradients only on the
+    step's last pass."""
     return contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
 
 

@@ -20,9 +20,9 @@ from importlib import metadata
 import psutil
 import torch
 
-from ftbench import distributed, paths
-from ftbench.atomic import write_json
-from ftbench.progress import LOG
+from ftbench.common import distributed, paths
+from ftbench.common.atomic import write_json
+from ftbench.common.progress import LOG
 
 GIB = 2**30
 PERIOD_S = 0.01

@@ -7,11 +7,11 @@ was trained against (or, by `merge.<name>.base: original`, to the unquantized we
 
 from __future__ import annotations
 
-from ftbench import commands, config, paths, recipes, resources, tracking
-from ftbench.atomic import atomic_path, write_json
-from ftbench.errors import stage_main
+from ftbench import recipes
+from ftbench.common import commands, config, paths, resources, tracking
+from ftbench.common.atomic import atomic_path, write_json
+from ftbench.common.progress import LOG
 from ftbench.loading import load_tokenizer
-from ftbench.progress import LOG
 
 
 def run(name: str, p: config.Params) -> dict:
@@ -32,7 +32,6 @@ def run(name: str, p: config.Params) -> dict:
     return facts
 
 
-@stage_main
 def main(argv: list[str]) -> None:
     p, name = commands.parse("merge", argv)
     resources.cap_gpu_memory(p.resources.max_gpu_memory_gib)
