@@ -14,15 +14,15 @@ import time
 import torch
 from transformers import GenerationConfig
 
+from ftbench.benchmark import measure
 from ftbench.common import config
 from ftbench.evaluation import generate
 from ftbench.loading import load_model, load_tokenizer
-from ftbench.stages import bench
 
 NEW_TOKENS = 64
 p, model_dir, tokenizer_dir = config.load(sys.argv[1]), sys.argv[2], sys.argv[3]
 tokenizer = load_tokenizer(tokenizer_dir)
-prompts = generate.generation_prompts(bench.dataset_splits(p, None, tokenizer)["test"])
+prompts = generate.generation_prompts(measure.dataset_splits(p, None, tokenizer)["test"])
 width = max(map(len, prompts))
 ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in prompts]).cuda()
 mask = (ids != tokenizer.pad_token_id).long()  # left padding only: the prompts hold no pad token

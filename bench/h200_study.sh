@@ -8,7 +8,7 @@
 # from its checkpoint). Sizes and seeds come from the environment:
 #   TRAIN, VALIDATION, TEST (default: the dataset's, below) SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
 #   GPUS=<all the machine has>  (seeds shared out over them, one study a GPU, side by side)
-#   MODEL=embedded  (or a local model folder; or random:<shape of ftbench.bench.SHAPES>, e.g. random:gemma3-1b for
+#   MODEL=embedded  (or a local model folder; or random:<shape of ftbench.benchmark.measure.SHAPES>, e.g. random:gemma3-1b for
 #                    issue 13's seed-shaped study, random:tiny for a smoke test: random weights and TOKENIZER's
 #                    tokenizer, built once into /tmp/random-<shape>)
 #   PEER_S=0  (seconds for the stock recipe, ../shared/bench/peer_bench.py as .gpu/peer_bench.py, on the study's
@@ -58,7 +58,7 @@ if [[ "${MODEL:-}" == random:* ]]; then  # random weights of a bench shape with 
   shape=${MODEL#random:} MODEL=/tmp/random-${MODEL#random:}
   [ -d "$MODEL" ] || python3 -c "import sys; sys.path.insert(0, 'src')
 from transformers import AutoTokenizer
-from ftbench.bench import build_model
+from ftbench.benchmark.measure import build_model
 build_model('$shape', AutoTokenizer.from_pretrained('${TOKENIZER:?random weights need TOKENIZER}'), '$MODEL.new')" &&
     mv "$MODEL.new" "$MODEL" || exit 3
   export MODEL

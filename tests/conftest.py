@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from ftbench.stages.bench import SHAPES
+from ftbench.benchmark.measure import SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -5,42 +5,42 @@ import json
 import pytest
 
 from ftbench import cli
+from ftbench.benchmark import measure, table
 from ftbench.common import config
 from ftbench.common.errors import UserError
-from ftbench.stages import bench
 from ftbench.training import loop
 
 
 def test_steps_are_the_train_stages_own_rows_per_step_and_passes(project):
     p = config.load()  # the tiny params: 4 x 2 rows a step, passes of micro_batch_tokens
     rows = [{"input_ids": [1] * n, "prompt_len": 2} for n in (30, 90, 10, 60, 120, 45, 70, 20) * 2]
-    name, q = bench.with_overrides(p, "qlora:micro_batch_tokens=200")
+    name, q = measure.with_overrides(p, "qlora:micro_batch_tokens=200")
     method = q.methods[name]
-    steps = bench.optimizer_steps(rows, method, q, 5)
+    steps = measure.optimizer_steps(rows, method, q, 5)
     # 5 steps need 40 rows: 3 epochs of the 16, cut exactly as the train stage cuts them
     assert steps == loop.optimizer_steps(rows, method.model_copy(update={"epochs": 3}), q, q.seeds[0])[:5]
     assert len(steps) == 5 and all(sum(map(len, s)) == 8 for s in steps)
     assert all(sum(len(r["input_ids"]) for r in m) <= 200 for s in steps for m in s)  # packed passes
-    _, fewer = bench.with_overrides(p, "qlora:grad_accum=1")
-    assert all(sum(map(len, s)) == 4 for s in bench.optimizer_steps(rows, fewer.methods["qlora"], fewer, 3))
+    _, fewer = measure.with_overrides(p, "qlora:grad_accum=1")
+    assert all(sum(map(len, s)) == 4 for s in measure.optimizer_steps(rows, fewer.methods["qlora"], fewer, 3))
 
 
 def test_variants_override_params_and_bad_ones_are_one_line_errors(project):
     p = config.load()
-    name, q = bench.with_overrides(p, "galore:galore.svd=lowrank,micro_batch_tokens=512")
+    name, q = measure.with_overrides(p, "galore:galore.svd=lowrank,micro_batch_tokens=512")
     method = q.methods["galore"]
     assert name == "galore" and method.galore.svd == "lowrank" and method.micro_batch_tokens == 512
     with pytest.raises(UserError, match="no method 'nope'"):
-        bench.with_overrides(p, "nope")
+        measure.with_overrides(p, "nope")
     with pytest.raises(UserError, match=r"methods.galore.galore.svd: Input should be 'full', 'gram' or"):
-        bench.with_overrides(p, "galore:galore.svd=fast")
+        measure.with_overrides(p, "galore:galore.svd=fast")
 
 
 def test_bench_prints_a_line_per_variant_and_keeps_the_prose_of_its_markdown(
     project, gemma_tokenizer_dir, capsys
 ):
     md = project / "BENCHMARKS.md"
-    md.write_text(f"# Ours\n\nintro\n\n{bench.START}\nold\n{bench.END}\nanalysis\n")
+    md.write_text(f"# Ours\n\nintro\n\n{table.START}\nold\n{table.END}\nanalysis\n")
     args = ["--tokenizer", str(gemma_tokenizer_dir), "--shape", "tiny", "--steps", "2", "--warmup", "1"]
     cli.main(["bench", *args, "--markdown", str(md), "qlora", "galore", "qlora:grad_accum=1"])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]

@@ -29,7 +29,7 @@ TOOLS = {
 RUNS_A_FILE = {"python", "python3", "bash", "sh"}
 MAKE_OPTIONS_WITH_VALUE = {"-o", "-C", "-f", "-W", "-I", "--file", "--directory", "--old-file"}
 SET_PARAM = {"-S", "--set-param"}
-BENCH_VARIANT = re.compile(r"^([a-z0-9][a-z0-9_-]*):(.+)$")  # method:key=value,...; see bench.with_overrides
+BENCH_VARIANT = re.compile(r"^([a-z0-9][a-z0-9_-]*):(.+)$")  # method:key=value,...: measure.with_overrides
 
 
 def shell_lines(markdown: str) -> list[str]:

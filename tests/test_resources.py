@@ -86,7 +86,7 @@ def test_each_phase_records_its_own_nvml_peak():
 
 
 def test_training_flops_match_the_known_gemma3_1b_count():
-    from ftbench.stages.bench import SHAPES
+    from ftbench.benchmark.measure import SHAPES
 
     cfg = Gemma3TextConfig(**SHAPES["gemma3-1b"])
     body, head = resources.matmul_params(cfg)
