@@ -106,13 +106,13 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     model = tiny_model(args.tokenizer, args.work / "tiny")
     trees = {n: study(Path(d), args.work / n, model) for n, d in (t.split("=", 1) for t in args.tree)}
-    lines = []
     for stage in STAGES:
         for name, work in trees.items():
-            lines.append({"tree": name, **run_stage(work, stage)})
-            print(json.dumps(lines[-1]), flush=True)
-    if args.out:
-        args.out.write_text("".join(json.dumps(x) + "\n" for x in lines))
+            line = json.dumps({"tree": name, **run_stage(work, stage)})
+            print(line, flush=True)
+            if args.out:  # as it goes: a run cut short keeps what it measured
+                with args.out.open("a") as f:
+                    f.write(line + "\n")
 
 
 if __name__ == "__main__":
