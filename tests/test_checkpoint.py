@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -343,3 +344,24 @@ def test_a_token_in_an_error_message_is_never_printed(capsys):
         stage([])
     err = capsys.readouterr().err
     assert "hf_abcdefghijklmnop" not in err and "token=***" in err
+
+
+def test_the_code_a_fingerprint_covers_is_the_whole_package(tmp_path, monkeypatch):
+    """Every module of ftbench, in any of its folders: an edit anywhere starts training afresh."""
+    import shutil
+
+    import ftbench
+
+    assert Path(ftbench.__file__).parent == checkpoint.PACKAGE
+    copy = shutil.copytree(
+        checkpoint.PACKAGE, tmp_path / "ftbench", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    monkeypatch.setattr(checkpoint, "PACKAGE", copy)
+
+    def code() -> str:
+        return checkpoint.Fingerprint(settings={}, files={}).parts["the ftbench code"]
+
+    before = code()
+    with (copy / "stages" / "report.py").open("a") as f:
+        f.write("# an edit far from training\n")
+    assert code() != before

@@ -28,7 +28,7 @@ from ftbench.recipes import Recipe
 
 ROOT = Path("checkpoints")
 FILE = "state.pt"
-PACKAGE = Path(__file__).parent  # its source is a part of every fingerprint
+PACKAGE = Path(__file__).parents[1]  # the ftbench package: its source is a part of every fingerprint
 
 
 def folder(method: str, run_key: str) -> Path:
