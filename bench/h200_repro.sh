@@ -40,4 +40,4 @@ git init -q && git add -A && git -c user.name=x -c user.email=x@x commit -qm run
 start=$(date +%s.%N)
 python3 -m ftbench.warm python3 -m dvc repro  # the stages in a warm server's children (ftbench/warm.py)
 end=$(date +%s.%N)
-python3 bench/stage_table.py "$(python3 -c "print($end - $start)")" | tee stage_table.md
+python3 tools/stage_table.py "$(python3 -c "print($end - $start)")" | tee stage_table.md

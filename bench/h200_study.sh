@@ -27,7 +27,7 @@
 #                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
 #   /tmp/site       the wheels (.whl, DVC=1 ../shared/gpu/wheels.sh), installed by this script if missing
-#   /tmp/gguf-site  the GGUF part packages, rebuilt by bench/gguf_transfer.py unpack in earlier calls
+#   /tmp/gguf-site  the GGUF part packages, rebuilt by tools/gguf_transfer.py unpack in earlier calls
 #   .gpu/gsm8k.jsonl  a copy of ../shared/data/gsm8k/train.jsonl (JSON lines of {question, answer}), or
 #   .gpu/alpaca_en_demo.json  a copy of ../shared/data/alpaca_en_demo.json
 set -uo pipefail
@@ -116,7 +116,7 @@ rc=$?
 echo "dvc repro rc=$rc"
 # the study's `dvc repro` time is the sum over the calls that ran it
 python3 -c "print($(date +%s.%N) - $start)" >> repro_seconds.txt
-python3 bench/stage_table.py "$(python3 -c "print(sum(map(float, open('repro_seconds.txt'))))")" | tee stage_table.md
+python3 tools/stage_table.py "$(python3 -c "print(sum(map(float, open('repro_seconds.txt'))))")" | tee stage_table.md
 if [ "$rc" = 0 ] && [ "${PEER_S:-0}" -gt 0 ]; then
   # the stock recipe reads Alpaca-style JSON: the study's own training rows (the data stage's), in that form
   python3 - <<'PY' || exit 4

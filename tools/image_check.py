@@ -6,7 +6,7 @@ the fused loss quietly falls back to the plain one. So its JSON lines are read b
 liger-kernel installed, and every training variant's fused (Triton) loss computed and equal to the
 plain loss. A missing C compiler fails the bench itself, when Triton builds its launcher.
 
-usage (from the repo root, in the container): python bench/image_check.py
+usage (from the repo root, in the container): python tools/image_check.py
 """
 
 from __future__ import annotations

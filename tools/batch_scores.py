@@ -6,7 +6,7 @@ left-padded prefill corrupted every answer's first token) shows up as one batch 
 rest, in every model alike. This prints BLEU-4, ROUGE-L and exact match per model and seed, over all rows
 and per batch, and the share of answers that open with a character outside ASCII.
 
-usage: python bench/batch_scores.py STUDY_DIR --tokenizer DIR   (the tokenizer the study's data stage used)
+usage: python tools/batch_scores.py STUDY_DIR --tokenizer DIR   (the tokenizer the study's data stage used)
 """
 
 from __future__ import annotations

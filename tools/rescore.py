@@ -1,13 +1,14 @@
 """Re-score a finished study's saved answers with this checkout's scoring code, without generating again.
 
-Made for results/: the H200 study generated its answers before `evaluate.answer_text` cut them at the
-first stop token, and that machine's transformers (5.17) decoded Gemma's <end_of_turn> as text, so
-each answer that ended its turn ended in the literal "<end_of_turn>" and no final answer could match.
-This cuts every saved prediction at the first `--cut` text (what the fixed evaluate stage does by
-token id), scores it again (evaluate.example_scores), rewrites metrics/predictions and metrics/eval,
-and the report is then rebuilt from them (`python -m ftbench.report`, run in the study's folder).
+Made for the first H200 study (results/2026-11-29-h200-gsm8k-270m-1seed/): it generated its answers
+before `evaluate.answer_text` cut them at the first stop token, and that machine's transformers (5.17)
+decoded Gemma's <end_of_turn> as text, so each answer that ended its turn ended in the literal
+"<end_of_turn>" and no final answer could match. This cuts every saved prediction at the first `--cut`
+text (what the fixed evaluate stage does by token id), scores it again (evaluate.example_scores),
+rewrites metrics/predictions and metrics/eval, and the report is then rebuilt from them
+(`python -m ftbench report`, run in the study's folder).
 
-usage: python bench/rescore.py STUDY_DIR [--cut '<end_of_turn>']
+usage: python tools/rescore.py STUDY_DIR [--cut '<end_of_turn>']
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 bench/h200_study.sh shares a machine's seeds out over its GPUs: one study a GPU, each a whole `dvc repro`
 with `seeds:` its share. This writes what one study of all their seeds would have written, so that
-`python -m ftbench.report`, run on OUT's params.yaml and metrics/, reports over every seed:
+`python -m ftbench report`, run on OUT's params.yaml and metrics/, reports over every seed:
 - params.yaml: the studies' own (they may differ in `seeds` only, and no seed may be in two), seeds = all;
 - metrics/eval, train, merge: every study's runs, keyed by run, and eval's means over all of them
   (evaluate.means); a run several studies hold (the base model's: it has no seed) must be the same in each;
@@ -14,7 +14,7 @@ with `seeds:` its share. This writes what one study of all their seeds would hav
   stage that runs once whatever the seeds (model, data, evaluate-base) keeps the first study's record.
 The report's own outputs (report.*, pareto.json) are left out: the report stage rebuilds them.
 
-usage: python bench/merge_studies.py OUT STUDY [STUDY ...]   (OUT must not exist; it appears whole or not)
+usage: python tools/merge_studies.py OUT STUDY [STUDY ...]   (OUT must not exist; it appears whole or not)
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ last one's end): between them, and outside it (DVC's start, the report, and a st
 record: a `dvc repro` cut short by a timeout leaves its last stage's time there, not between stages).
 Prints a markdown table, then one JSON line.
 
-usage: python bench/stage_table.py TOTAL_SECONDS [--resources metrics/resources]
-(TOTAL_SECONDS: the `dvc repro` wall time, measured around it; see bench/h200_repro.sh)
+usage: python tools/stage_table.py TOTAL_SECONDS [--resources metrics/resources]
+(TOTAL_SECONDS: the `dvc repro` wall time, measured around it; see bench/h200_study.sh)
 """
 
 from __future__ import annotations

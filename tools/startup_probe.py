@@ -6,7 +6,7 @@ On a GPU it also says after which step the process first holds GPU memory (NVML'
 over its reading at the start, and whether NVML lists this process): whether the imports alone start a
 CUDA context, or only the first tensor does (what decides when the warm server's spare may import).
 
-usage: python bench/startup_probe.py   (prints one JSON line; run it in a fresh process, as DVC does)
+usage: python tools/startup_probe.py   (prints one JSON line; run it in a fresh process, as DVC does)
 """
 
 from __future__ import annotations
