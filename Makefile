@@ -43,8 +43,8 @@ repro: install
 	dvc repro
 
 lint: install
-	ruff check src tests bench
-	ruff format --check src tests bench
+	ruff check src tests tools bench
+	ruff format --check src tests tools bench
 
 test: lint
 	pytest
@@ -69,8 +69,8 @@ mlflow: install
 
 # For a machine with Docker, an NVIDIA GPU and the NVIDIA Container Toolkit: builds the image compose
 # uses (as you, like compose.yaml's build), then runs a --shape tiny bench in it on the GPU, with the
-# repo mounted read-only; bench/image_check.py fails unless the GPU path ran (docs/container.md).
+# repo mounted read-only; tools/image_check.py fails unless the GPU path ran (docs/container.md).
 IMAGE ?= ftbench:latest
 image-check:
 	DOCKER_BUILDKIT=1 docker build --build-arg HOST_UID=$$(id -u) --build-arg HOST_GID=$$(id -g) -t $(IMAGE) .
-	docker run --rm --gpus all --ipc host -v "$(CURDIR)":/workspace:ro $(IMAGE) python bench/image_check.py
+	docker run --rm --gpus all --ipc host -v "$(CURDIR)":/workspace:ro $(IMAGE) python tools/image_check.py

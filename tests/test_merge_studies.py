@@ -1,4 +1,4 @@
-"""bench/merge_studies.py: one-seed studies split from a fabricated two-seed study merge back into it."""
+"""tools/merge_studies.py: one-seed studies split from a fabricated two-seed study merge back into it."""
 
 import json
 import shutil
@@ -18,7 +18,7 @@ from ftbench.stages import report
 from .conftest import ROOT, write_params
 from .test_report import fabricate_stage_outputs
 
-SCRIPT = ROOT / "bench" / "merge_studies.py"
+SCRIPT = ROOT / "tools" / "merge_studies.py"
 SEED_INDEPENDENT = ("model", "data", "evaluate-base")
 
 

@@ -169,7 +169,7 @@ def leftovers(target) -> list:
 # (its cleanup never runs under SIGKILL).
 KILLED_WRITE = """
 import os, signal, sys
-from ftbench.atomic import atomic_path
+from ftbench.common.atomic import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     tmp.write_bytes(b"GGUF" + bytes(1000))
     os.kill(os.getpid(), signal.SIGKILL)

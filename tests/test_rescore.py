@@ -1,4 +1,4 @@
-"""bench/rescore.py: a finished study's saved answers, cut at a stop text and scored again."""
+"""tools/rescore.py: a finished study's saved answers, cut at a stop text and scored again."""
 
 import json
 import subprocess
@@ -12,7 +12,7 @@ from ftbench.common.atomic import read_jsonl, write_jsonl
 from .conftest import ROOT
 from .test_report import fabricate_stage_outputs
 
-SCRIPT = ROOT / "bench" / "rescore.py"
+SCRIPT = ROOT / "tools" / "rescore.py"
 
 
 def test_answers_that_end_in_end_of_turn_text_are_cut_and_scored_again(project):

@@ -1,4 +1,4 @@
-"""bench/stage_table.py on the committed CPU records of `make repro` (metrics/resources)."""
+"""tools/stage_table.py on the committed CPU records of `make repro` (metrics/resources)."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 from .conftest import ROOT
 
-SCRIPT = ROOT / "bench" / "stage_table.py"
+SCRIPT = ROOT / "tools" / "stage_table.py"
 RECORDS = ROOT / "metrics" / "resources"
 
 

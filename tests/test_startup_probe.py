@@ -1,11 +1,11 @@
-"""bench/startup_probe.py: the split of a stage's start-up, from a fresh interpreter."""
+"""tools/startup_probe.py: the split of a stage's start-up, from a fresh interpreter."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-PROBE = Path(__file__).parents[1] / "bench" / "startup_probe.py"
+PROBE = Path(__file__).parents[1] / "tools" / "startup_probe.py"
 
 
 def test_the_probe_splits_the_start_up_into_steps_that_add_up():
