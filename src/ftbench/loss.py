@@ -123,8 +123,9 @@ def mean_loss(model, rows: list[dict], fused: bool = False) -> float | None:
 # model: the same weights up to the fp32 rounding of W + BA). On a GPU the merged weights are rounded to
 # bf16 once, where the trained form adds the adapter's output separately: about bf16's half step (0.2%)
 # per weight, random, which moves the loss by a few tenths of a percent at most. Measured on the H200
-# (results/h200-run5, Gemma 3 270M): 0.002-0.13% for merged QLoRA, 0.08% for the multi-adapter merge. 1%
-# leaves room for that, while a lost, doubled or misplaced adapter moves a trained model's loss by far more.
+# (results/2026-11-30-h200-gsm8k-270m-3seeds-9models, Gemma 3 270M): 0.002-0.13% for merged QLoRA, 0.08%
+# for the multi-adapter merge. 1% leaves room for that, while a lost, doubled or misplaced adapter moves a
+# trained model's loss by far more.
 CONTINUITY_RTOL = 0.01
 
 

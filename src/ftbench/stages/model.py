@@ -95,7 +95,7 @@ def check_segmentation(tokenizer) -> None:
     """Refuse a tokenizer that cuts plain English into near-characters. transformers 5.17 reads the
     embedded GGUF's tokenizer as a Unigram model without its merges ("user" becomes "us", "er"; 5.24
     builds the BPE): prompts double in length, the base model answers noise and fine-tuning learns the
-    wrong segmentation, with no error anywhere (results/README.md)."""
+    wrong segmentation, with no error anywhere (results/2026-11-29-h200-gsm8k-270m-1seed)."""
     n = len(tokenizer(PROBE, add_special_tokens=False)["input_ids"])
     if len(PROBE) / n < MIN_CHARS_PER_TOKEN:
         raise UserError(
