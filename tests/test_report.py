@@ -12,22 +12,23 @@ import yaml
 from ftbench.common import config, paths
 from ftbench.common.atomic import read_jsonl, write_json, write_jsonl
 from ftbench.evaluation import stats
+from ftbench.report import costs, inputs, ranking, ranking_sections, study
 from ftbench.stages import report
 
 from .conftest import ROOT, write_params
 
 METRICS = ("rouge1", "rouge2", "rougeL", "exact_match")  # means over examples, as evaluate reports them
-# every model and stage comes from params.yaml (report.models, report.cost_stages): a method added there is
+# every model and stage comes from params.yaml (study.models, costs.cost_stages): a method added there is
 # fabricated, reported and checked here without editing this file
 
 
 def fabricated_quality(p: config.Params) -> dict[str, float]:
     """Each model's mean ROUGE and share of right answers (x / 60): base the least, the compared models
-    drawn from a seeded generator between 30 and 45, and the hybrid of report.roles well above the rest
+    drawn from a seeded generator between 30 and 45, and the hybrid of study.roles well above the rest
     (50), so that it beats its qlora stage and meets the seed's expectation by a margin the tests resolve."""
     rng = np.random.default_rng(1)
-    quality = {"base": 20.0, **{name: float(rng.uniform(30, 45)) for name in report.compared(p)}}
-    trio = report.roles(p)
+    quality = {"base": 20.0, **{name: float(rng.uniform(30, 45)) for name in study.compared(p)}}
+    trio = study.roles(p)
     if trio is not None:
         quality[trio[0]] = 50.0
     return quality
@@ -38,7 +39,7 @@ def fabricated_resources(p: config.Params) -> dict[str, tuple[float, float, int]
     seeded generator: at least 1 GiB of GPU (a base evaluation of 0.5 GiB has the least memory), tokens
     on training stages only."""
     rng = np.random.default_rng(2)
-    stages = dict.fromkeys(s for name in report.models(p) for s in report.cost_stages(name, p))
+    stages = dict.fromkeys(s for name in study.models(p) for s in costs.cost_stages(name, p))
     return {
         stage: (
             float(rng.integers(2, 16)),
@@ -54,7 +55,7 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
     datasets named in `final_answers`, GSM8K-style references (`#### <answer>`) and their exact-match
     scores, as evaluate writes them."""
     rng, quality = np.random.default_rng(0), fabricated_quality(p)
-    for name in report.models(p):
+    for name in study.models(p):
         runs = {}
         for run in p.runs(name):
             rows, graded = [], run.dataset in final_answers
@@ -78,7 +79,7 @@ def fabricate_stage_outputs(p: config.Params, final_answers: Collection[str] = (
             write_jsonl(paths.predictions_file(name, run), rows)
             runs[run.key] = {
                 "bleu4": stats.corpus_bleu(np.array([r["bleu_stats"] for r in rows])),
-                **{k: float(np.mean([r[k] for r in rows])) for k in report.carried(METRICS, rows[0])},
+                **{k: float(np.mean([r[k] for r in rows])) for k in study.carried(METRICS, rows[0])},
                 **({} if name in p.ensembles else {"loss": 1.0, "perplexity": 2.718}),  # as ensemble writes
                 "n": 20,
             }
@@ -133,7 +134,7 @@ def expected_cost(name: str, p: config.Params) -> dict:
     """A model's cost per run from the fabricated records: its stages' wall time and tokens trained
     summed and divided by its runs, their largest GPU peak."""
     resources = fabricated_resources(p)
-    stages, runs = [resources[s] for s in report.cost_stages(name, p)], len(p.runs(name))
+    stages, runs = [resources[s] for s in costs.cost_stages(name, p)], len(p.runs(name))
     return {
         "wall_s": sum(wall for wall, _, _ in stages) / runs,
         "peak_gpu_gib": max(gpu for _, gpu, _ in stages),
@@ -152,16 +153,16 @@ def answer_tokens(p: config.Params, name: str) -> int:
 
 def test_chain_and_pairs(project):
     p = config.load()
-    assert report.chain("base", p) == []
-    assert report.chain("hybrid", p) == ["train-qlora", "merge-qlora", "train-hybrid"]
-    assert report.cost_stages("base", p) == ["evaluate-base"]
-    assert report.cost_stages("hybrid", p) == [*report.chain("hybrid", p), "evaluate-hybrid"]
-    assert ("hybrid", "qlora") in report.pairs(p) and ("galore", "qlora") in report.pairs(p)
-    assert ("hybrid", "galore") in report.pairs(p) and ("qlora", "base") in report.pairs(p)
-    assert report.roles(p) == ("hybrid", "qlora", "galore")
-    assert report.chain("ensemble", p) == ["train-qlora", "train-galore"]  # its members' training
-    assert report.cost_stages("ensemble", p) == ["train-qlora", "train-galore", "evaluate-ensemble"]
-    assert ("ensemble", "hybrid") in report.pairs(p) and ("ensemble", "base") in report.pairs(p)
+    assert costs.chain("base", p) == []
+    assert costs.chain("hybrid", p) == ["train-qlora", "merge-qlora", "train-hybrid"]
+    assert costs.cost_stages("base", p) == ["evaluate-base"]
+    assert costs.cost_stages("hybrid", p) == [*costs.chain("hybrid", p), "evaluate-hybrid"]
+    assert ("hybrid", "qlora") in study.pairs(p) and ("galore", "qlora") in study.pairs(p)
+    assert ("hybrid", "galore") in study.pairs(p) and ("qlora", "base") in study.pairs(p)
+    assert study.roles(p) == ("hybrid", "qlora", "galore")
+    assert costs.chain("ensemble", p) == ["train-qlora", "train-galore"]  # its members' training
+    assert costs.cost_stages("ensemble", p) == ["train-qlora", "train-galore", "evaluate-ensemble"]
+    assert ("ensemble", "hybrid") in study.pairs(p) and ("ensemble", "base") in study.pairs(p)
 
 
 def test_an_ensemble_is_compared_and_costs_its_members_training_and_its_own_inference(project):
@@ -219,13 +220,13 @@ def test_report_holds_every_section_and_sums_the_hybrid_chain(project, tiny_mode
     assert paths.REPORT.read_text() == text
     page = paths.REPORT_HTML.read_text()  # the same tables (headless Chromium checks the rendering)
     assert "<h2>The seed&#x27;s expectation</h2>" in page and page.count("<img") == 3
-    stages = " + ".join(report.cost_stages("hybrid", p))
+    stages = " + ".join(costs.cost_stages("hybrid", p))
     assert f"<td>hybrid</td><td>{stages}</td><td>{c['wall_s']:.1f}</td>" in page
 
 
 def recomputed(p: config.Params, name: str, metric: str) -> tuple[float, float, float]:
     """A model's point estimate and 95% interval, straight from its predictions file."""
-    scores = report.per_example(name, config.Run("builtin", None if name == "base" else 0))
+    scores = inputs.per_example(name, config.Run("builtin", None if name == "base" else 0))
     idx = stats.resample_indices(len(scores["rougeL"]), p.report.resamples, p.seed)
     return (stats.point(metric, scores[metric]), *stats.confidence(scores, metric, idx))
 
@@ -264,7 +265,7 @@ def test_report_json_holds_intervals_differences_verdicts_and_costs(project):
     # no `#### <answer>` in the references: no exact match in any table or key
     assert set(hybrid["builtin/seed0"]) == {"bleu4", "rougeL", "test_loss"} and "Exact match" not in text
     assert set(out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]) == {"bleu4", "rougeL"}
-    assert set(out["pairs"]) == {f"{a}-vs-{b}" for a, b in report.pairs(p)}
+    assert set(out["pairs"]) == {f"{a}-vs-{b}" for a, b in study.pairs(p)}
     d = out["pairs"]["hybrid-vs-qlora"]["builtin/seed0"]["rougeL"]
     assert f"| builtin/seed0 | hybrid − qlora | ROUGE-L | {d['diff']:+.2f} | " in text
     assert d["ci_low"] > 0 and d["p"] < 0.05  # fabricated ROUGE-L: 50 against at most 45
@@ -487,11 +488,9 @@ def test_ranking_orders_every_model_by_bleu_and_flags_the_pareto_front(project, 
     text = report.run(p)
     out = json.loads(paths.REPORT_JSON.read_text())
     models = out["models"]
-    bleu = {
-        name: models[name][report.run_for(name, config.Run("builtin", 0)).key]["bleu4"] for name in models
-    }
+    bleu = {name: models[name][study.run_for(name, config.Run("builtin", 0)).key]["bleu4"] for name in models}
     ranked = out["ranking"]["builtin/seed0"]
-    assert set(ranked) == set(report.models(p))
+    assert set(ranked) == set(study.models(p))
     by_rank = sorted(ranked, key=lambda name: ranked[name]["rank"])
     assert by_rank == sorted(bleu, key=lambda name: -bleu[name]["value"])
     table = text.split("## Ranking: quality against cost")[1].split("## ")[0]
@@ -520,7 +519,7 @@ def test_pareto_optimal_drops_a_dominated_model_only():
         "leaner": (30.0, 30.0, 1.0),
     }
     expected = {n for n, x in points.items() if not dominated(x, [y for m, y in points.items() if m != n])}
-    assert report.pareto_optimal(points) == expected == {"cheap", "better", "twin", "leaner"}
+    assert ranking.pareto_optimal(points) == expected == {"cheap", "better", "twin", "leaner"}
 
 
 def test_resolution_says_resolved_only_when_the_interval_excludes_zero():
@@ -532,17 +531,17 @@ def test_resolution_says_resolved_only_when_the_interval_excludes_zero():
         (run, "qlora", "base", "rougeL", {"diff": -4.0, "lo": -7.0, "hi": -1.0, "p": 0.02}),
     ]
     ranked = {run: [{"model": m} for m in ("hybrid", "qlora", "base")]}
-    got = report.resolution(ranked, diffs)[run]
-    assert [(a, b, report.resolved(d)) for a, b, d in got["adjacent"]] == [
+    got = ranking.resolution(ranked, diffs)[run]
+    assert [(a, b, ranking.resolved(d)) for a, b, d in got["adjacent"]] == [
         ("hybrid", "qlora", True),
         ("qlora", "base", False),
     ]
     widths = [(d["hi"] - d["lo"]) / 2 for _, _, _, m, d in diffs if m == "bleu4"]
     assert got["min_detectable"] == {"bleu4": float(np.median(widths)), "rougeL": 3.0}
     # a pair the Differences hold the other way round comes back negated
-    base_first = report.resolution({run: [{"model": "base"}, {"model": "qlora"}]}, diffs)[run]["adjacent"]
+    base_first = ranking.resolution({run: [{"model": "base"}, {"model": "qlora"}]}, diffs)[run]["adjacent"]
     assert base_first == [("base", "qlora", {"diff": -1.0, "lo": -5.0, "hi": 3.0, "p": 0.6})]
-    _, parts = report.resolution_section(report.resolution(ranked, diffs))
+    _, parts = ranking_sections.resolution_section(ranking.resolution(ranked, diffs))
     rows = parts[1].rows
     assert rows[0][1:] == ["hybrid − qlora", "+6.00", "[+2.00, +10.00]", "0.004", "resolved"]
     assert rows[1][1:] == ["qlora − base", "+1.00", "[-3.00, +5.00]", "0.600", "not resolved"]
@@ -570,7 +569,7 @@ def test_report_ranks_and_resolves_every_model_in_json_md_and_pareto_data(projec
     assert res["min_detectable"]["bleu4"] == pytest.approx(float(np.median(halves)), abs=2e-4)
     assert f"| builtin/seed0 | BLEU-4 | {res['min_detectable']['bleu4']:.2f} |" in section
     points = {pt["model"]: pt for pt in json.loads(paths.PARETO.read_text())}
-    assert set(points) == set(report.models(p))
+    assert set(points) == set(study.models(p))
     for name, pt in points.items():
         assert pt["wall_s"] == expected_cost(name, p)["wall_s"]
         assert pt["bleu4"] == json.loads((paths.EVAL / f"{name}.json").read_text())["bleu4"]
