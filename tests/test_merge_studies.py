@@ -17,7 +17,7 @@ from ftbench.report.study import models
 from ftbench.stages import report
 
 from .conftest import ROOT, write_params
-from .test_report import fabricate_stage_outputs
+from .report.fabricate import fabricate_stage_outputs
 
 SCRIPT = ROOT / "bench" / "merge_studies.py"
 SEED_INDEPENDENT = ("model", "data", "evaluate-base")
