@@ -10,7 +10,7 @@ from ftbench.evaluation import score
 from ftbench.loading import load_tokenizer
 
 from .conftest import ROOT, write_params
-from .test_report import fabricate_stage_outputs
+from .report.fabricate import fabricate_stage_outputs
 
 SCRIPT = ROOT / "tools" / "batch_scores.py"
 

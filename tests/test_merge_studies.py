@@ -13,10 +13,11 @@ import yaml
 from ftbench.common import config, paths
 from ftbench.common.atomic import write_json
 from ftbench.evaluation import score
+from ftbench.report.study import models
 from ftbench.stages import report
 
 from .conftest import ROOT, write_params
-from .test_report import fabricate_stage_outputs
+from .report.fabricate import fabricate_stage_outputs
 
 SCRIPT = ROOT / "tools" / "merge_studies.py"
 SEED_INDEPENDENT = ("model", "data", "evaluate-base")
@@ -57,7 +58,7 @@ def one_seed_study(whole: config.Params, seed: int, folder: Path) -> Path:
     shutil.copytree(paths.METRICS, folder / "metrics")
     params = yaml.safe_load(Path("params.yaml").read_text())
     (folder / "params.yaml").write_text(yaml.safe_dump({**params, "seeds": [seed]}, sort_keys=False))
-    for name in report.models(whole):
+    for name in models(whole):
         for run in whole.runs(name):
             if run.seed not in (None, seed):
                 (folder / paths.predictions_file(name, run)).unlink()
@@ -86,7 +87,7 @@ def test_two_one_seed_studies_merge_into_the_two_seed_study_and_report_over_both
     assert yaml.safe_load((out / "params.yaml").read_text()) == yaml.safe_load(
         Path("params.yaml").read_text()
     )
-    for name in report.models(whole):
+    for name in models(whole):
         merged, expected = read(out / paths.EVAL / f"{name}.json"), read(paths.EVAL / f"{name}.json")
         assert merged["runs"] == expected["runs"] and merged["convention"] == expected["convention"]
         for metric in score.logged(expected["runs"]):  # the means over both seeds' runs
@@ -145,7 +146,7 @@ def test_per_seed_stages_are_summed_and_seed_independent_ones_kept_once(studies,
         "peak_gpu_gib": 4,
         "phases_s": {"load": 3, "train": 20, "save": 1},
         "tokens_per_s": 20.0,
-        "resumed_train_s": 5.0,  # one study's stage resumed: its earlier attempt is charged (report.cost)
+        "resumed_train_s": 5.0,  # one study's stage resumed: its earlier attempt is charged (costs.cost)
         "merged_from_studies": 2,
     }
     for stage in SEED_INDEPENDENT:

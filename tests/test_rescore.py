@@ -10,7 +10,7 @@ from ftbench.common import config, paths
 from ftbench.common.atomic import read_jsonl, write_jsonl
 
 from .conftest import ROOT
-from .test_report import fabricate_stage_outputs
+from .report.fabricate import fabricate_stage_outputs
 
 SCRIPT = ROOT / "tools" / "rescore.py"
 

@@ -9,9 +9,10 @@ with `seeds:` its share. This writes what one study of all their seeds would hav
 - metrics/curves, predictions: every study's per-run files (the base model's, in each, must be identical);
 - metrics/data.json: the same in every study, kept once;
 - metrics/resources: one record a stage. A stage that ran each study's seeds (what built or evaluated a
-  model that has a run per seed: report.cost_stages) sums the studies' times, tokens and energy, which is
-  what one stage running every seed would have cost but for one extra start-up, and takes their peaks; a
-  stage that runs once whatever the seeds (model, data, evaluate-base) keeps the first study's record.
+  model that has a run per seed: ftbench.report.costs.cost_stages) sums the studies' times, tokens and
+  energy, which is what one stage running every seed would have cost but for one extra start-up, and takes
+  their peaks; a stage that runs once whatever the seeds (model, data, evaluate-base) keeps the first
+  study's record.
 The report's own outputs (report.*, pareto.json) are left out: the report stage rebuilds them.
 
 usage: python tools/merge_studies.py OUT STUDY [STUDY ...]   (OUT must not exist; it appears whole or not)
@@ -30,7 +31,8 @@ from ftbench.common import config, paths
 from ftbench.common.atomic import atomic_path, write_json
 from ftbench.common.errors import UserError
 from ftbench.evaluation import score
-from ftbench.stages import report
+from ftbench.report.costs import cost_stages
+from ftbench.report.study import models
 
 SUMMED = ("wall_s", "cpu_s", "startup_s", "energy_j", "tokens", "train_s", "resumed_train_s")
 # means over the studies' records, weighted by the time each was measured over (key, digits)
@@ -109,9 +111,9 @@ def per_seed_stages(p: config.Params) -> set[str]:
     The rest (model, data, the base model's evaluation) ran the same work in every study."""
     return {
         stage
-        for name in report.models(p)
+        for name in models(p)
         if any(run.seed is not None for run in p.runs(name))
-        for stage in report.cost_stages(name, p)
+        for stage in cost_stages(name, p)
     }
 
 
