@@ -14,12 +14,15 @@ def test_cpu_stage_record_has_time_memory_phases_and_null_gpu_fields(project):
             blob = bytearray(200 * 2**20)  # 200 MiB the sampler must see
         record["tokens"] = 10
     saved = json.loads((paths.RESOURCES / "demo.json").read_text())
-    assert saved["wall_s"] > 0 and saved["cpu_s"] >= 0 and saved["device"] == "cpu"
+    assert saved["wall_s"] > 0 and saved["cpu_s"] >= 0 and saved["device"].startswith("cpu: ")
     assert saved["peak_rss_gib"] > 0.2 and saved["peak_gpu_gib"] is None
     assert saved["torch_peak_allocated_gib"] is None and set(saved["phases_s"]) == {"load"}
     assert saved["tokens"] == 10
     # the versions the numbers came from, as the report's provenance lists them
     assert f"torch {torch.__version__}" in saved["packages"] and "galore-torch 1.0" in saved["packages"]
+    # the CPU decides the kernels, and the whole environment is named by one digest
+    assert f"{torch.get_num_threads()} threads" in saved["device"]
+    assert saved["environment"] == resources.environment_digest() and len(saved["environment"]) == 16
     # the interpreter started before the stage's work: here, pytest's whole session so far
     # <=: both are rounded to 10 ms, and this stage's work can take less
     assert saved["startup_s"] > 0 and saved["started_at"] <= saved["finished_at"]
@@ -140,3 +143,22 @@ def test_nvml_reads_the_gpu_torch_uses_under_cuda_visible_devices(monkeypatch):
     gpu = resources._Nvml.open()
     gpu.sample()
     assert gpu.handle == "GPU-bbbb" and gpu.fields()["peak_gpu_gib"] == 6.0
+
+
+def test_the_environment_digest_changes_with_any_installed_version(monkeypatch):
+    """Two records ran on the same environment exactly when their digests match: one package's version
+    moves it, whatever the package."""
+    from importlib import metadata
+
+    before = resources.environment_digest()
+    real = metadata.distributions
+
+    def one_version_up():
+        for d in real():
+            if d.metadata["Name"].lower() == "zipp":
+                yield type("Dist", (), {"metadata": {"Name": "zipp"}, "version": d.version + ".1"})()
+            else:
+                yield d
+
+    monkeypatch.setattr(metadata, "distributions", one_version_up)
+    assert resources.environment_digest() != before

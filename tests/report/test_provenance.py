@@ -15,8 +15,10 @@ def test_provenance_names_the_packages_the_stages_ran_on_beside_the_reports(proj
     p = config.load()
     fabricate_stage_outputs(p)
     ran_on = "torch 2.11.0+cu130, transformers 5.17.0"  # a study's records copied from a GPU machine
-    for record in paths.RESOURCES.glob("*.json"):
-        write_json(record, {**json.loads(record.read_text()), "packages": ran_on})
+    for k, record in enumerate(sorted(paths.RESOURCES.glob("*.json"))):
+        environment = "a" * 16 if k else "b" * 16  # one stage ran on another environment
+        write_json(record, {**json.loads(record.read_text()), "packages": ran_on, "environment": environment})
     text = report.run(p)
     assert f"| packages, the stages' | {ran_on} |" in text
+    assert f"| environment digest, the stages' | {'a' * 16}, {'b' * 16} |" in text
     assert f"| packages, this report's | torch {torch.__version__}, " in text

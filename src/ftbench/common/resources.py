@@ -10,12 +10,15 @@ goes to metrics/resources/<stage>.json.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import platform
 import re
 import threading
 import time
 from collections.abc import Iterator
 from importlib import metadata
+from pathlib import Path
 
 import psutil
 import torch
@@ -66,6 +69,32 @@ def package_versions() -> str:
         except metadata.PackageNotFoundError:
             versions.append(f"{name} -")
     return ", ".join(versions)
+
+
+def environment_digest() -> str:
+    """A digest of every installed package's name and version: two records with the same digest ran on the
+    same environment (the lock's, after `make install`), libraries outside PACKAGES included."""
+    installed = sorted(f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions())
+    return hashlib.sha256("\n".join(installed).encode()).hexdigest()[:16]
+
+
+def device_name() -> str:
+    """The GPU by name; on a CPU its model, the instruction set torch's kernels use and their threads: on the
+    CPU these decide how float sums are split, and so the last digits of a loss."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
+    return f"cpu: {model}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        return []
 
 
 class Sampler:
@@ -302,8 +331,9 @@ def measure(stage: str, write: bool = True) -> Iterator[Record]:
         peak_gpu_gib=None,
         torch_peak_allocated_gib=round(torch.cuda.max_memory_allocated() / GIB, 3) if cuda else None,
         torch_peak_reserved_gib=round(torch.cuda.max_memory_reserved() / GIB, 3) if cuda else None,
-        device=torch.cuda.get_device_name() if cuda else "cpu",
+        device=device_name(),
         packages=package_versions(),
+        environment=environment_digest(),
     )
     if sampler.gpu:
         record.update(sampler.gpu.fields())

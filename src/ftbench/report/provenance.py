@@ -23,6 +23,7 @@ def provenance_section(resources: dict) -> Section:
     devices = sorted({r.get("device", "-") for r in resources.values()})
     # the stages' own: a report made elsewhere (a study's metrics copied from a GPU machine) says so
     ran_on = sorted({r["packages"] for r in resources.values() if "packages" in r})
+    environments = sorted({r["environment"] for r in resources.values() if "environment" in r})
     return "Provenance", [
         Table(
             ["what", "value"],
@@ -31,6 +32,8 @@ def provenance_section(resources: dict) -> Section:
                 ["params.yaml sha256", hashlib.sha256(config.PARAMS_FILE.read_bytes()).hexdigest()[:16]],
                 ["packages, the stages'", "; ".join(ran_on) or "-"],
                 ["packages, this report's", package_versions()],
+                # one digest of every installed version: more than one, and the stages ran on different ones
+                ["environment digest, the stages'", ", ".join(environments) or "-"],
                 ["device", ", ".join(devices)],
             ],
         )
