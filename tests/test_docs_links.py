@@ -1,5 +1,6 @@
 """Every relative link of the user-facing pages (README.md, BENCHMARKS.md, docs/, results/) points to a
-file or folder of the repository, so a moved run or page fails here instead of in a reader's browser."""
+file or folder of the repository, and its #anchor, on a markdown page, to one of that page's headings,
+so a moved run, page or section fails here instead of in a reader's browser."""
 
 from __future__ import annotations
 
@@ -21,17 +22,32 @@ PAGES = sorted(
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|!\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 CODE = re.compile(r"`[^`\n]*`")
+HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*$", re.MULTILINE)
 
 
-def relative_links(markdown: str) -> list[str]:
-    """The link targets outside code, without their #anchors; absolute URLs and mail links left out."""
+def link_targets(markdown: str) -> list[str]:
+    """The link targets outside code, anchors kept; absolute URLs and mail links left out."""
     text = CODE.sub("", FENCE.sub("", markdown))
     targets = [a or b for a, b in LINK.findall(text)]
-    return [t.split("#")[0] for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:|^#", t)]
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t)]
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    headings = HEADING.findall(FENCE.sub("", markdown))
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
 def broken(page: Path) -> list[str]:
-    return [t for t in relative_links(page.read_text()) if t and not (page.parent / t).exists()]
+    found = []
+    for target in link_targets(page.read_text()):
+        path, _, anchor = target.partition("#")
+        linked = page.parent / path if path else page
+        if not linked.exists():
+            found.append(path)
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text()):
+            found.append(target)
+    return found
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -40,11 +56,13 @@ def test_every_relative_link_points_to_a_file_of_the_repository(page):
 
 
 def test_the_check_finds_a_broken_link_and_passes_the_rest(tmp_path):
-    (tmp_path / "there.md").write_text("")
+    (tmp_path / "there.md").write_text("# There\n\n## Errors and exit codes\n\n### A (GSM8K) case\n")
     page = tmp_path / "page.md"
     page.write_text(
-        "[ok](there.md) [anchor](there.md#a) [site](https://example.org) [mail](mailto:a@b) [top](#x)\n"
+        "# Top\n\n[ok](there.md) [anchor](there.md#errors-and-exit-codes) [site](https://example.org#x)\n"
+        "[mail](mailto:a@b) [top](#top) [case](there.md#a-gsm8k-case)\n"
         "![img](gone.png) [gone](nowhere/README.md) `[code](also-gone.md)`\n"
-        "```\n[fenced](fenced-gone.md)\n```\n"
+        "[no section](there.md#errors) [no heading](#nowhere)\n"
+        "```\n[fenced](fenced-gone.md)\n# not a heading\n```\n"
     )
-    assert broken(page) == ["gone.png", "nowhere/README.md"]
+    assert broken(page) == ["gone.png", "nowhere/README.md", "there.md#errors", "#nowhere"]
