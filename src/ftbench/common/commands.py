@@ -228,7 +228,7 @@ def parser(command: str, p: config.Params | None = None, load_error: UserError |
     ap = Parser(
         prog=f"ftbench {command}",
         description=textwrap.fill(
-            f"{cmd.summary[0].upper()}{cmd.summary[1:]}. The same as `python -m ftbench.{command}`.",
+            f"{cmd.summary[0].upper()}{cmd.summary[1:]}. The same as `python -m ftbench {command}`.",
             HELP_WIDTH,
         ),
         epilog=reads_help(cmd),
