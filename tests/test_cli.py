@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from ftbench import cli
 from ftbench.common import commands
+from ftbench.common.errors import UserError
 
 from .conftest import ROOT
 
@@ -112,3 +114,27 @@ def test_a_flag_before_the_command_sets_the_level_too(tmp_path, monkeypatch, cap
     monkeypatch.setenv(commands.LOG_ENV, "info")
     ftbench(["-q", "report"], capsys)
     assert os.environ[commands.LOG_ENV] == "warning"
+
+
+def test_out_of_memory_is_one_message_naming_the_knobs(capsys):
+    def stage(argv):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(SystemExit) as code:
+        cli.run(stage, [])
+    err = capsys.readouterr().err
+    assert code.value.code == 3 and err.count("\n") == 1
+    assert all(
+        k in err
+        for k in ("methods.*.micro_batch_tokens", "methods.*.batch_size", "train.gradient_checkpointing")
+    )
+
+
+def test_a_token_in_an_error_message_is_never_printed(capsys):
+    def stage(argv):
+        raise UserError("model x: 401 for https://hub/?token=hf_abcdefghijklmnop")
+
+    with pytest.raises(SystemExit):
+        cli.run(stage, [])
+    err = capsys.readouterr().err
+    assert "hf_abcdefghijklmnop" not in err and "token=***" in err

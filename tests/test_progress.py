@@ -12,8 +12,8 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ftbench import cli
 from ftbench.common import progress
-from ftbench.common.errors import stage_main
 from ftbench.stages import train
 
 KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
@@ -89,7 +89,6 @@ def test_the_bitsandbytes_kernels_message_is_filtered_and_other_warnings_pass():
     assert "a warning that matters" in done.stderr
 
 
-@stage_main
 def _stage(argv: list[str]) -> None:
     progress.LOG.debug("a debug line")
     progress.LOG.info("an info line")
@@ -106,14 +105,14 @@ def _stage(argv: list[str]) -> None:
 )
 def test_ftbench_log_sets_the_level(level, shown, monkeypatch, capsys):
     monkeypatch.setenv("FTBENCH_LOG", level)
-    _stage([])
+    cli.run(_stage, [])
     assert capsys.readouterr().err.splitlines() == shown
 
 
 def test_an_unknown_ftbench_log_level_is_a_user_error(monkeypatch, capsys):
     monkeypatch.setenv("FTBENCH_LOG", "loud")
     with pytest.raises(SystemExit) as code:
-        _stage([])
+        cli.run(_stage, [])
     assert code.value.code == 2
     assert capsys.readouterr().err.startswith("ftbench: error: log level 'loud' is not one of debug, info")
 
@@ -121,7 +120,7 @@ def test_an_unknown_ftbench_log_level_is_a_user_error(monkeypatch, capsys):
 def test_a_level_set_by_a_flag_holds_for_the_stage_and_its_ranks(monkeypatch, capsys):
     monkeypatch.setenv("FTBENCH_LOG", "info")  # restored after the test; set_level overrides it
     progress.set_level("warning")  # what `-q` does
-    _stage([])
+    cli.run(_stage, [])
     assert capsys.readouterr().err.splitlines() == ["ftbench: warning: a warning line"]
     rank = _python("import ftbench.progress as p; p.configure(); print(p.LOG.getEffectiveLevel())")
     assert rank.stdout.split() == ["30"]  # a process started from this one, as torchrun starts a rank
