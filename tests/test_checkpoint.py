@@ -304,11 +304,12 @@ def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path)
 def test_a_non_finite_loss_stops_the_stage_with_no_outputs(prepared, monkeypatch, st):
     from ftbench import loss
     from ftbench.stages import train
+    from ftbench.training import loop
 
-    def nan_loss(model, batch, fused):
-        return loss.answer_loss(model, batch, fused) * float("nan")
+    def nan_loss(model, batch, fused, passes=None):
+        return loss.answer_loss(model, batch, fused, passes) * float("nan")
 
-    monkeypatch.setattr(train, "answer_loss", nan_loss)
+    monkeypatch.setattr(loop, "answer_loss", nan_loss)
     with pytest.raises(
         UserError, match=r"train@qlora: loss is nan at step 1; likely a learning rate too high"
     ):

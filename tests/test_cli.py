@@ -138,3 +138,28 @@ def test_a_token_in_an_error_message_is_never_printed(capsys):
         cli.run(stage, [])
     err = capsys.readouterr().err
     assert "hf_abcdefghijklmnop" not in err and "token=***" in err
+
+
+def test_the_process_is_prepared_before_the_command_module_is_imported(monkeypatch):
+    """The allocator setting and bitsandbytes' filter come before the command's own imports."""
+    import importlib
+    import os
+
+    order = []
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.setattr(cli, "prepare_process", lambda: order.append("prepared"))
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name: order.append(name) or real(name))
+    with pytest.raises(SystemExit) as done:
+        cli.main(["model", "--help"])
+    assert done.value.code == 0 and order[:2] == ["prepared", "ftbench.stages.model"]
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ  # prepare_process, replaced here, is what sets it
+
+
+def test_preparing_the_process_sets_the_allocator_but_keeps_a_users_own(monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    cli.prepare_process()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "backend:native")
+    cli.prepare_process()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "backend:native"

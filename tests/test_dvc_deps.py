@@ -303,7 +303,7 @@ def run_in_process(stage, reads: Reads) -> None:
     load = config.load
     with pytest.MonkeyPatch.context() as m:
         m.setattr(config, "load", lambda *a: watch(load(*a), "", reads))
-        importlib.import_module(f"ftbench.{command}").main(args)
+        importlib.import_module(f"ftbench.stages.{command}").main(args)
 
 
 @pytest.mark.slow

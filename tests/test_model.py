@@ -240,7 +240,7 @@ def test_missing_or_wrong_package_parts_are_one_line_naming_the_reinstall(tmp_pa
 
 
 def test_importing_the_model_stage_changes_no_environment():
-    code = "import os, ftbench; before = dict(os.environ); import ftbench.model; print(os.environ == before)"
+    code = "import os; before = dict(os.environ); import ftbench.stages.model; print(os.environ == before)"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.stdout.strip() == "True", done.stderr[-2000:]

@@ -103,11 +103,13 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
 
     assert "Running stage" not in sh(repo, "dvc", "repro")
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))[""]["data"]
-    written = {
-        p: json.loads((repo / p).read_text()) for p in ("metrics/eval/hybrid.json", "metrics/report.json")
-    }
-    assert shown["metrics/eval/hybrid.json"]["data"]["bleu4"] == written["metrics/eval/hybrid.json"]["bleu4"]
-    hybrid = written["metrics/report.json"]["models"]["hybrid"]
+    assert set(shown) == {"metrics/report.json"}  # the one metric: the stages' records are no metrics
+    report = json.loads((repo / "metrics/report.json").read_text())
+    hybrid = report["models"]["hybrid"]
+    scores = json.loads((repo / "metrics/eval/hybrid.json").read_text())
+    assert hybrid["builtin/seed0"]["bleu4"]["value"] == pytest.approx(
+        scores["runs"]["builtin/seed0"]["bleu4"]
+    )
     assert (
         shown["metrics/report.json"]["data"]["models"]["hybrid"]["builtin/seed0"] == hybrid["builtin/seed0"]
     )
@@ -117,6 +119,11 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline")
     sh(repo, "dvc", "exp", "run", "-n", "seed1", "-S", "seed=1")
+    # a params change's diff holds quality and cost, and nothing of when or how fast the stages ran
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
+    assert set(diff) == {"metrics/report.json"} and diff["metrics/report.json"]
+    volatile = ("started_at", "finished_at", "startup_s", "cpu_s", "phases_s", "energy_j", "device")
+    assert not [key for key in diff["metrics/report.json"] if any(v in key for v in volatile)]
     exps = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     entries = [
         e for rev in exps for e in [rev, *[x for r in rev.get("experiments") or [] for x in r["revs"]]]
@@ -124,7 +131,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_an_experiment(tmp_path, ti
     runs = [e["data"] for e in entries if e.get("data")]
     # the workspace (holding the applied experiment), the baseline commit, and the experiment
     assert sorted(r["params"]["params.yaml"]["data"]["seed"] for r in runs) == [0, 1, 1]
-    assert all("bleu4" in r["metrics"]["metrics/eval/hybrid.json"]["data"] for r in runs)
+    assert all(set(r["metrics"]) == {"metrics/report.json"} for r in runs)
     for r in runs:
         bleu = r["metrics"]["metrics/report.json"]["data"]["models"]["hybrid"]["builtin/seed0"]["bleu4"]
         assert bleu["ci_low"] <= bleu["value"] <= bleu["ci_high"]

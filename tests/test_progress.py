@@ -80,7 +80,9 @@ def test_the_bitsandbytes_kernels_message_is_filtered_and_other_warnings_pass():
     if KERNELS_MESSAGE not in _python("import bitsandbytes").stderr:
         pytest.skip("bitsandbytes logs its kernels message only on a CPU with AVX512-bf16")
     code = (
-        "import ftbench, bitsandbytes, logging\n"
+        "from ftbench import cli\n"
+        "cli.prepare_process()\n"
+        "import bitsandbytes, logging\n"
         "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('a warning that matters')\n"
     )
     done = _python(code)
@@ -122,7 +124,7 @@ def test_a_level_set_by_a_flag_holds_for_the_stage_and_its_ranks(monkeypatch, ca
     progress.set_level("warning")  # what `-q` does
     cli.run(_stage, [])
     assert capsys.readouterr().err.splitlines() == ["ftbench: warning: a warning line"]
-    rank = _python("import ftbench.progress as p; p.configure(); print(p.LOG.getEffectiveLevel())")
+    rank = _python("import ftbench.common.progress as p; p.configure(); print(p.LOG.getEffectiveLevel())")
     assert rank.stdout.split() == ["30"]  # a process started from this one, as torchrun starts a rank
 
 

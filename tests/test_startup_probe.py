@@ -19,8 +19,8 @@ def test_the_probe_splits_the_start_up_into_steps_that_add_up():
         "peft",
         "bitsandbytes",
         "galore_torch",
-        "ftbench.train",
+        "ftbench.stages.train",
     ]  # no CUDA here: no context step
     assert list(since.values()) == sorted(since.values()) and since["torch"] > 0
-    assert abs(sum(each.values()) - since["ftbench.train"]) < 0.05
+    assert abs(sum(each.values()) - since["ftbench.stages.train"]) < 0.05
     assert result["gpu_mib_and_listed"] == {}  # no GPU: nothing read

@@ -84,7 +84,7 @@ def test_stages_log_runs_to_a_sqlite_store(project, tiny_model_dir):
 
 STAGE_SCRIPT = """
 import sys
-from ftbench import config, tracking
+from ftbench.common import config, tracking
 with tracking.stage(sys.argv[1], config.load()) as st:
     st.log_step(1, {"loss": 1.0})
 """
@@ -261,7 +261,7 @@ ARTIFACT_STAGE = """
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from ftbench import config, tracking
+from ftbench.common import config, tracking
 with tracking.stage(sys.argv[1], config.load()) as st:
     st.log_step(1, {"loss": 1.0})
     Path("out.txt").write_text("x")
@@ -416,7 +416,7 @@ def test_tracking_sets_mlflows_retry_limits_when_it_starts_not_at_import(tmp_pat
     for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.delenv(key, raising=False)
     code = (
-        "import os, ftbench; before = dict(os.environ); import ftbench.tracking; "
+        "import os, ftbench; before = dict(os.environ); import ftbench.common.tracking; "
         "print(dict(os.environ) == before)"
     )
     imported = subprocess.run(

@@ -18,7 +18,7 @@ import time
 
 import psutil
 
-STEPS = ("torch", "transformers", "peft", "bitsandbytes", "galore_torch", "ftbench.train")
+STEPS = ("torch", "transformers", "peft", "bitsandbytes", "galore_torch", "ftbench.stages.train")
 
 
 def gpu_reader():

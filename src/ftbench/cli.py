@@ -49,9 +49,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.command is None:  # a usage error, but a newcomer's first try: show what there is
         ap.print_help(sys.stderr)
         raise SystemExit(2)
-    os.environ.setdefault(*CUDA_ALLOCATOR)
-    progress.quiet_third_party()  # before the command's imports: bitsandbytes logs on import
+    prepare_process()
     run(importlib.import_module(f"ftbench.stages.{args.command}").main, args.args)
+
+
+def prepare_process() -> None:
+    """What must hold before a command imports torch's CUDA users: the allocator setting, and the filter
+    on bitsandbytes' message, which it logs as it is imported."""
+    os.environ.setdefault(*CUDA_ALLOCATOR)
+    progress.quiet_third_party()
 
 
 def run(command: Callable[[list[str]], None], argv: list[str]) -> None:

@@ -122,7 +122,7 @@ def test_a_stopped_run_resumes_both_optimizers_and_the_schedule(prepared, projec
             f"methods.{NAME}.galore.update_proj_gap": 4,
             "train.checkpoint_every_s": 0,
             "train.log_every": 1,
-            "loop.schedule": "linear",
+            "train.schedule": "linear",
         },
     )
     p = config.load()

@@ -77,7 +77,7 @@ def dataset_splits(p: config.Params, source: str | None, tokenizer) -> dict[str,
     name, ds = next(iter(p.data.datasets.items()))
     if source:
         ds = ds.model_copy(update={"source": source})
-    prepared, _ = prepare.prepare(name, ds, p, tokenizer)
+    prepared, _ = prepare(name, ds, p, tokenizer)
     return prepared["splits"]
 
 
@@ -150,7 +150,7 @@ def bench_training(variant: str, p0: config.Params, base: Path, rows: list[dict]
         "warmup_s": round(warmup_s, 2),
         "refresh_s": round(refresh_s, 2) if gap else None,
         "refresh_share": round(1 - seconds / amortised, 4) if gap else None,
-        "final_loss": round(losses[-1]["loss"], 4),
+        "final_loss": round(losses[-1], 4),
         "graph_lengths": graphs.lengths(passes.graphs),
         **_memory(sampler),
     }
