@@ -46,8 +46,10 @@ lint: install
 	ruff check src tests tools bench
 	ruff format --check src tests tools bench
 
+# -n auto: one worker per core (pytest-xdist); loadgroup keeps an xdist_group's tests on one worker;
+# --durations: where the time goes
 test: lint
-	pytest
+	pytest -n auto --dist loadgroup --durations=10
 
 # The study the project was specified with, as the DVC experiment `seed`, on a GPU: Gemma-3-1b-it from
 # the hub (accept its licence there, set HF_TOKEN) on GSM8K from the hub (question/answer rows), 5,000

@@ -6,11 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
-import yaml
+# The hub, for every test and the stages they start: a closed local port, so that a test of an unreachable
+# hub fails at once with a refused connection, as on a machine with no route to it, instead of waiting on
+# this machine's network timeouts. Set before huggingface_hub is imported, which reads it once.
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
-from ftbench.benchmark.measure import SHAPES
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from ftbench.benchmark.measure import SHAPES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -164,3 +169,9 @@ def _log_level_info():
     progress.LOG.setLevel(logging.INFO)
     yield
     progress.LOG.setLevel(logging.INFO)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first: under `pytest -n` (make test) each starts on its own worker at once, and the
+    many short tests fill the other workers around them instead of leaving one long test at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

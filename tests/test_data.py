@@ -2,6 +2,7 @@ import csv
 import json
 
 import pytest
+from transformers import AutoTokenizer
 
 from ftbench.common import config, paths
 from ftbench.common.errors import UserError
@@ -170,10 +171,13 @@ def test_chat_markup_is_counted_and_learned_as_text(base_tokenizer, tiny_model_d
         for line in paths.split_file("d", s).read_text().splitlines()
     ]
     assert sum("<end_of_turn>" in r["answer"] for r in rows) >= 5  # 28 of the 30 rows are used
+    tok = AutoTokenizer.from_pretrained(paths.BASE)
+    bos, start, end = tok.convert_tokens_to_ids(["<bos>", "<start_of_turn>", "<end_of_turn>"])
     for r in rows:
         prompt, learned = r["input_ids"][: r["prompt_len"]], r["input_ids"][r["prompt_len"] :]
-        assert [t for t in prompt if t in (2, 105, 106)] == [2, 105, 106, 105]  # the template's markers only
-        assert learned.count(106) == 1 and learned[-1] == 106  # one end of turn, at the end
+        # the template's markers only
+        assert [t for t in prompt if t in (bos, start, end)] == [bos, start, end, start]
+        assert learned.count(end) == 1 and learned[-1] == end  # one end of turn, at the end
 
 
 @pytest.mark.parametrize(

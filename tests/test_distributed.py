@@ -14,6 +14,10 @@ from ftbench.common import paths
 
 from .conftest import write_params
 
+# gloo process groups on one host, two at once (two pytest-xdist workers), were seen to cut each other's
+# connections: every test that starts one runs on the same worker (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("gloo")
+
 # A row has one fixed loss whatever process computes it; the sums only associate differently.
 TOLERANCE = dict(rel=1e-4, abs=1e-5)
 PEAK = 1e-4  # TFLOP/s: a made-up peak of the order of a CPU's, so MFU is large enough to check its arithmetic

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import time
 from collections.abc import Collection
 from pathlib import Path
 
@@ -306,9 +307,19 @@ def run_in_process(stage, reads: Reads) -> None:
         importlib.import_module(f"ftbench.stages.{command}").main(args)
 
 
+def written_since(root: Path, since_ns: int) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file() and p.stat().st_mtime_ns >= since_ns}
+
+
+def outside_outs(stage, root: Path, files: set[Path]) -> list[str]:
+    outs = [root / str(out.def_path) for out in stage.outs]
+    return sorted(str(f.relative_to(root)) for f in files if not any(f == o or o in f.parents for o in outs))
+
+
 @pytest.mark.slow
 def test_stage_params_are_exactly_the_keys_it_reads(project, tiny_model_dir, monkeypatch):
-    """Runs every stage of dvc.yaml in order on the tiny model, recording the params it reads."""
+    """Runs every stage of dvc.yaml in order on the tiny model, recording the params it reads and the
+    files it writes: every method's stages, which tests/test_pipeline.py runs under DVC for three."""
     import networkx as nx
 
     monkeypatch.setenv("FTBENCH_MLFLOW", "off")  # tracking logs every param to MLflow: a record, not a read
@@ -317,8 +328,17 @@ def test_stage_params_are_exactly_the_keys_it_reads(project, tiny_model_dir, mon
     repo.close()
     foreach, problems = foreach_mappings(), []
     for stage in order:
-        reads = Reads()
+        reads, started = Reads(), time.time_ns()
         run_in_process(stage, reads)
+        problems += [
+            f"{stage.name} writes {f}, not in its outs"
+            for f in outside_outs(stage, project, written_since(project, started))
+        ]
+        problems += [
+            f"{stage.name} did not write its out {o}"
+            for o in stage.outs
+            if not (project / str(o.def_path)).exists()
+        ]
         declared = declared_params(stage)
         problems += [
             f"{stage.name} reads {r}, not in its params"

@@ -66,6 +66,7 @@ def _rank_shows_a_bar(rank: int, store: str, out: str) -> None:
         f.write(text)
 
 
+@pytest.mark.xdist_group("gloo")  # as tests/test_distributed.py: one gloo group at a time
 def test_bars_are_shown_on_rank_0_only(tmp_path):
     mp.spawn(_rank_shows_a_bar, args=(str(tmp_path / "store"), str(tmp_path / "rank")), nprocs=2)
     assert "phase: 3/3 (100%)" in (tmp_path / "rank0").read_text()

@@ -9,6 +9,7 @@ from ftbench.common import config, paths
 from ftbench.common.atomic import read_jsonl
 from ftbench.common.errors import UserError
 from ftbench.loss import answer_loss, mean_loss
+from ftbench.recipes import lora_galore
 from ftbench.recipes.galore import RECIPE as GALORE
 from ftbench.recipes.lora import RECIPE as LORA
 from ftbench.recipes.lora_galore import RECIPE as LORA_GALORE
@@ -136,7 +137,7 @@ def test_a_stopped_run_resumes_both_optimizers_and_the_schedule(prepared, projec
 
 
 def strong_adapters(project, tiny_model_dir) -> config.Params:
-    """Params whose adapters change the validation loss by far more than the merge tolerance."""
+    """Params whose adapters visibly move the validation loss (by 0.8% on the tiny model)."""
     write_params(project, tiny_model_dir, **{f"methods.{NAME}.lora_lr": 2e-2, f"methods.{NAME}.epochs": 2})
     return config.load()
 
@@ -184,6 +185,9 @@ def test_without_validation_rows_the_merge_is_checked_on_training_rows(
 def test_a_merge_that_loses_the_adapters_is_refused(prepared, project, tiny_model_dir, st, monkeypatch):
     p = strong_adapters(project, tiny_model_dir)
     monkeypatch.setattr(peft.tuners.lora.Linear, "get_delta_weight", lambda self, a: 0.0)  # W + 0
+    # a random model's loss sits near ln(vocabulary): the tiny model's adapters move it by 0.8%, so the
+    # tolerance comes down to what an fp32 merge holds (1e-5 measured) for the check to see them lost
+    monkeypatch.setattr(lora_galore, "CONTINUITY_RTOL", 1e-3)
     with pytest.raises(UserError) as err:
         train.run(NAME, p, st)
     message = str(err.value)

@@ -57,7 +57,7 @@ COMMANDS = {
     "data": Command("read, tokenize and split every dataset into data/prepared", ("seed", "data")),
     "train": Command(
         "train one method on every dataset, once per seed, into models/<method>",
-        ("seeds", "data.datasets", "train", "resources"),
+        ("seed", "seeds", "data.datasets", "train", "resources"),
         Argument("method", "a method of params.yaml", lambda p: list(p.methods), ("methods.<method>",)),
     ),
     "merge": Command(
