@@ -46,10 +46,11 @@ lint: install
 	ruff check src tests tools bench
 	ruff format --check src tests tools bench
 
-# -n auto: one worker per core (pytest-xdist); loadgroup keeps an xdist_group's tests on one worker;
-# --durations: where the time goes
+# -n auto: one worker per core (pytest-xdist), each with one torch thread (two threads a worker made the
+# suite 20% slower on 2 cores); loadgroup keeps an xdist_group's tests on one worker; --durations: where
+# the time goes
 test: lint
-	pytest -n auto --dist loadgroup --durations=10
+	OMP_NUM_THREADS=1 pytest -n auto --dist loadgroup --durations=10
 
 # The study the project was specified with, as the DVC experiment `seed`, on a GPU: Gemma-3-1b-it from
 # the hub (accept its licence there, set HF_TOKEN) on GSM8K from the hub (question/answer rows), 5,000

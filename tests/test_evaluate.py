@@ -271,7 +271,10 @@ def test_grouped_attention_generates_eager_answers(tiny_model_dir):
     mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
     answers = {}
     for attention in ("eager", generate.GENERATION_ATTENTION):
-        model.set_attn_implementation(attention)
+        if attention == "eager":
+            model.set_attn_implementation(attention)
+        else:
+            generate.use_generation_attention(model)
         answers[attention] = model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0
         )

@@ -27,6 +27,15 @@ PADDING_TOLERANCE = 1.0
 GENERATION_ATTENTION = "ftbench_grouped_eager"
 
 
+def use_generation_attention(model) -> None:
+    """Switch a transformers model to GENERATION_ATTENTION: eager's arithmetic, because with left padding
+    sdpa's answers were corrupted on the H200 (PADDING_TOLERANCE)."""
+    # transformers finds attention functions by name: ours is registered before a model is switched to it
+    AttentionInterface.register(GENERATION_ATTENTION, grouped_eager_attention)
+    AttentionMaskInterface.register(GENERATION_ATTENTION, eager_mask)
+    model.set_attn_implementation(GENERATION_ATTENTION)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> list[str]:
     """Greedy answers, batched by similar prompt length, left-padded, cut at the end of the turn. `model`
@@ -39,12 +48,8 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
         pad_token_id=tokenizer.pad_token_id,
     )
     model.eval()
-    # transformers finds attention functions by name: ours is registered before a model is switched to it
-    AttentionInterface.register(GENERATION_ATTENTION, grouped_eager_attention)
-    AttentionMaskInterface.register(GENERATION_ATTENTION, eager_mask)
     for member in transformers_models(model):
-        # eager's arithmetic: with left padding, sdpa's answers were corrupted on the H200 (PADDING_TOLERANCE)
-        member.set_attn_implementation(GENERATION_ATTENTION)
+        use_generation_attention(member)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     order = order[distributed.rank() :: distributed.world_size()]  # this rank's share, lengths alike
     answers: dict[int, str] = {}
