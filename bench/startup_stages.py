@@ -35,21 +35,15 @@ STAGES = [
     ("evaluate", "galore"),
     ("report",),
 ]
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=32,
-    max_position_embeddings=1024,
-    sliding_window=512,
-)
 
 
 def tiny_model(tokenizer_dir: Path, out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig
+
+    from ftbench.benchmark.measure import SHAPES
+
+    tiny = {k: v for k, v in SHAPES["tiny"].items() if k != "vocab_size"}  # the tokenizer's vocabulary
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     cfg = Gemma3TextConfig(
@@ -57,7 +51,7 @@ def tiny_model(tokenizer_dir: Path, out: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **TINY,
+        **tiny,
     )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)

@@ -251,22 +251,16 @@ def test_a_checkpoint_of_other_weights_is_refused_before_anything_loads(tmp_path
         checkpoint.load(tmp_path, FP, PLAIN, resized, opt, sched)
 
 
+GROUP = {"rank": 4, "update_proj_gap": 5, "scale": 0.25, "proj_type": "std", "refresh_streams": 1}
+
+
 def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path):
     from ftbench.optim import BatchedGaLoreAdamW, Projector
     from ftbench.recipes.galore import RECIPE
 
     w = torch.nn.Parameter(torch.randn(32, 16))
     opt = BatchedGaLoreAdamW(
-        [
-            {
-                "params": [w],
-                "rank": 4,
-                "update_proj_gap": 5,
-                "scale": 0.25,
-                "proj_type": "std",
-                "refresh_streams": 1,
-            }
-        ],
+        [{"params": [w], **GROUP}],
         lr=1e-3,
         no_deprecation_warning=True,
     )
@@ -279,16 +273,7 @@ def test_galore_projectors_survive_a_weights_only_round_trip(prepared, tmp_path)
     checkpoint.save(tmp_path, FP, 1, RECIPE, model, opt, sched, {"curve": [], "tokens": 0})
     assert hasattr(opt.state[w]["projector"], "project")  # saving left the live optimizer intact
     fresh = BatchedGaLoreAdamW(
-        [
-            {
-                "params": [w],
-                "rank": 4,
-                "update_proj_gap": 5,
-                "scale": 0.25,
-                "proj_type": "std",
-                "refresh_streams": 1,
-            }
-        ],
+        [{"params": [w], **GROUP}],
         lr=1e-3,
         no_deprecation_warning=True,
     )
