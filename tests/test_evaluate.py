@@ -218,6 +218,9 @@ def test_left_padded_generation_is_checked_against_the_prompt_alone(tiny_model_d
     passes; a padded row whose log-probabilities are not those of the prompt (what the H200's corrupted
     prefill gave) stops the stage with one line."""
     tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    # a random model's next-token distribution is near uniform: sharpened (the tied head x 20), two
+    # prompts' differ by far more than the tolerance, while one prompt padded or not still agrees
+    model.get_output_embeddings().weight.data.mul_(20)
     prompt, other = chat.text_ids(tokenizer, "How many legs has a cat?"), chat.text_ids(tokenizer, "Hi")
     ids = torch.tensor([tokenizer.pad_token_id] * 3 + prompt)
     mask = torch.tensor([0] * 3 + [1] * len(prompt))

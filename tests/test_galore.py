@@ -97,7 +97,7 @@ def test_default_galore_is_published_galore_with_accumulation_refreshes_and_clip
     method = prepared.methods["galore"]
     assert method.galore.svd == "full" and not method.galore.layerwise  # the defaults
     galore_settings = method.galore.model_copy(update={"update_proj_gap": 2, "layerwise": layerwise})
-    method = method.model_copy(update={"lr": 1e-2, "galore": galore_settings})
+    method = method.model_copy(update={"lr": 3e-3, "galore": galore_settings})
     p = prepared.model_copy(update={"train": prepared.train.model_copy(update={"max_grad_norm": MAX_NORM})})
     stock_losses, stock_norms, stock_model = stock_galore_run(p, method, steps)
 

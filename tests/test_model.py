@@ -44,7 +44,10 @@ def test_bfloat16_param_saves_bfloat16(project, tiny_model_dir, st):
 
 
 @pytest.mark.parametrize("source", ["google/not-a-model-xyz", "./missing-folder"])
-def test_unreachable_or_missing_model_is_one_line_and_writes_nothing(project, tiny_model_dir, source, st):
+def test_unreachable_or_missing_model_is_one_line_and_writes_nothing(
+    project, tiny_model_dir, source, st, monkeypatch
+):
+    monkeypatch.setattr(model, "RETRY_WAIT_S", 0)  # retried at once: the retries are tested below
     write_params(project, tiny_model_dir, **{"model.source": source})
     with pytest.raises(UserError) as err:
         model.run(config.load(), st)
@@ -130,11 +133,11 @@ def char_level_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
 
 
-def test_a_tokenizer_that_cuts_english_into_characters_is_refused_in_one_line(tiny_model_dir):
+def test_a_tokenizer_that_cuts_english_into_characters_is_refused_in_one_line(gemma_tokenizer_dir):
     with pytest.raises(UserError) as err:
         model.check_segmentation(char_level_tokenizer())
     assert "model.tokenizer" in str(err.value) and "\n" not in str(err.value)
-    model.check_segmentation(AutoTokenizer.from_pretrained(tiny_model_dir))  # Gemma's own, read right
+    model.check_segmentation(AutoTokenizer.from_pretrained(gemma_tokenizer_dir))  # Gemma's own, read right
 
 
 def test_model_tokenizer_replaces_the_model_own(project, tiny_model_dir, st):
