@@ -481,7 +481,7 @@ def test_the_shell_check_passes_real_names_in_every_form():
         ("`make repro nosuch`", "make target nosuch"),
         ("`python -m ftbench trian qlora`", "ftbench trian is no"),
         ("`dvc exp run -S train.compile=true`", "cuda_graphs"),
-        ("set FTBENCH_WARM=1", "FTBENCH_WARM: no code of src/ftbench reads it"),
+        ("set FTBENCH_NOSUCH=1", "FTBENCH_NOSUCH: no code of src/ftbench reads it"),
         ("run `python -m ftbench.<stage>`", "runs nothing"),
     ],
 )
