@@ -5,19 +5,33 @@ import json
 import shutil
 import subprocess
 
-import pytest
-
 from .conftest import ROOT, SHARED_DATA
 from .test_pipeline import dvc_repo, sh
 
 GSM8K = SHARED_DATA / "gsm8k" / "train.jsonl"  # the rows of the hub's openai/gsm8k, train split
 
 
-@pytest.mark.skipif(not GSM8K.exists(), reason="needs ../shared/data/gsm8k (a copy of the hub's rows)")
+def gsm8k_rows(folder) -> str:
+    """GSM8K's train rows where ../shared holds them; elsewhere 7,473 rows of its shape (question, a worked
+    answer ending in `#### <number>`), as many as the hub's split."""
+    out = folder / "gsm8k.jsonl"
+    if GSM8K.exists():
+        return shutil.copy(GSM8K, out)
+    rows = []
+    for a in range(7473):
+        b = a % 7 + 2
+        answer = f"He has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} apples.\n#### {a + b}"
+        rows.append(
+            {"question": f"Tom has {a} apples and buys {b} more. How many has he now?", "answer": answer}
+        )
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(out)
+
+
 def test_make_seed_prepares_the_seeds_splits_as_a_dvc_experiment(tmp_path, tiny_model_dir):
     repo = dvc_repo(tmp_path, tiny_model_dir)
     shutil.copy(ROOT / "Makefile", repo / "Makefile")
-    rows = shutil.copy(GSM8K, tmp_path / "gsm8k.jsonl")
+    rows = gsm8k_rows(tmp_path)
     make = [
         "make", "-o", "install", "seed", f"VENV={ROOT / '.venv'}",
         f"SEED_MODEL={tiny_model_dir}", f"SEED_DATA={rows}", "SEED_TARGETS=data",
