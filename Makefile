@@ -64,7 +64,7 @@ seed: install
 	  -S '~data.datasets.builtin' \
 	  -S '+data.datasets.gsm8k={source: "$(SEED_DATA)", subset: main, fields: {instruction: question, output: answer}}' \
 	  -S data.sizes.train=5000 -S data.sizes.validation=200 -S data.sizes.test=2000 \
-	  -S data.max_length=512 -S evaluate.max_new_tokens=256 -S evaluate.batch_size=64 $(SEED_TARGETS)
+	  -S data.max_length=512 -S evaluate.max_new_tokens=256 $(SEED_TARGETS)
 
 # The MLflow UI on the default store (every stage of every run), at http://127.0.0.1:5000
 mlflow: install

@@ -28,10 +28,8 @@ gsm8k = {**p["data"]["datasets"]["builtin"], "source": ".gpu/gsm8k.jsonl",
 p["data"]["datasets"] = {"gsm8k": gsm8k}
 p["data"]["sizes"] = {k: int(os.environ[k.upper()]) for k in ("train", "validation", "test")}
 p["data"]["max_length"] = 512
-# Greedy decoding reads every weight once per new token whatever the batch: 256 prompts a call share
-# those reads (8 calls for 2,000 answers), and their KV cache (1 KV head: about 26 KiB a token on this
-# shape, so about 5 GiB at 256 x 750 tokens) fits beside the model many times over.
-p["evaluate"].update(max_new_tokens=256, batch_size=256)
+# evaluate.batch_size stays auto: the calls are sized by the GPU's free memory
+p["evaluate"].update(max_new_tokens=256)
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
 rm -f metrics/resources/*.json  # the committed CPU records: the table must hold this run's stages only

@@ -20,7 +20,7 @@
 #                restores from DVC's run-cache instead of running it, so one study ends up holding them all)
 #   MAX_GPU_GIB=  (resources.max_gpu_memory_gib for every stage, e.g. 8 with TARGETS=train@qlora)
 #   SET=  (params.yaml values, as `dvc exp run -S` takes them: e.g. SET="methods.galore.galore.refresh_streams=2")
-#   EVAL_BATCH=256  (evaluate.batch_size: prompts a generate call; 1,024 on a 1B model fits an H200 twice over)
+#   EVAL_BATCH=auto  (evaluate.batch_size: prompts a generate call; auto sizes the calls by the GPU's free memory)
 #   TOKENIZER=/tmp/tok  (model.tokenizer: transformers 5.17 misreads the GGUF's tokenizer, and the model stage
 #                        refuses it; .gpu/tok.tgz holds one saved by transformers 5.24: tar xzf .gpu/tok.tgz -C /tmp)
 # Needs, on the GPU machine (docs/gpu.md):
@@ -82,8 +82,8 @@ source, sizes = sources[name]
 p["data"]["datasets"] = {name: {**p["data"]["datasets"]["builtin"], **source}}
 p["data"]["sizes"] = {k: int(os.environ.get(k.upper()) or n) for k, n in zip(("train", "validation", "test"), sizes)}
 p["data"]["max_length"] = 512
-# 256 prompts a generate call share each read of the weights; their KV cache is a few GiB on 270M
-p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=int(os.environ.get("EVAL_BATCH") or 256))
+batch = os.environ.get("EVAL_BATCH") or "auto"
+p["evaluate"].update(max_new_tokens=int(os.environ["NEW_TOKENS"]), batch_size=batch if batch == "auto" else int(batch))
 if os.environ.get("MAX_GPU_GIB"):  # resources.max_gpu_memory_gib: e.g. 8 for a capped QLoRA stage
     p["resources"]["max_gpu_memory_gib"] = float(os.environ["MAX_GPU_GIB"])
 from ftbench.common.config import set_key  # $STUDY/src is on PYTHONPATH

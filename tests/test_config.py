@@ -105,7 +105,8 @@ def test_a_stage_reports_bad_params_in_one_line_without_traceback(tmp_path):
     )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
-        "ftbench: error: params.yaml: evaluate.batch_size: Input should be greater than 0 (got 0)"
+        "ftbench: error: params.yaml: evaluate.batch_size: "
+        "Input should be auto or a whole number above 0 (got 0)"
     ]
     assert not (tmp_path / "metrics").exists()
 

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from ftbench.common.errors import UserError
 
@@ -25,6 +34,15 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 RESERVED_NAMES = {"base", "merged"}
 
 PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def auto_or_count(value: object) -> int | str:
+    if value == "auto" or (type(value) is int and value > 0):
+        return value
+    raise PydanticCustomError("auto_or_count", "Input should be auto or a whole number above 0")
+
+
+AutoOrCount = Annotated[int | str, PlainValidator(auto_or_count)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -290,8 +308,8 @@ class TrainParams(Strict):
 class EvaluateParams(Strict):
     max_new_tokens: PositiveInt
     """Greedy answer length cap."""
-    batch_size: PositiveInt
-    """Prompts per generate call."""
+    batch_size: AutoOrCount
+    """Prompts per generate call: `auto` = as many as the free memory holds (evaluation.batching)."""
     rouge_stemmer: bool
     """Porter stemming in rouge-score."""
     llamafactory: bool

@@ -13,7 +13,8 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from ftbench import chat
 from ftbench.common import config, distributed
 from ftbench.common.errors import UserError
-from ftbench.common.progress import bar
+from ftbench.common.progress import LOG, bar
+from ftbench.evaluation import batching
 from ftbench.loading import device
 
 # The left-padding check (generate): the most padded prompt of each batch, padded as in the batch
@@ -38,8 +39,9 @@ def use_generation_attention(model) -> None:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> list[str]:
-    """Greedy answers, batched by similar prompt length, left-padded, cut at the end of the turn. `model`
-    is a transformers model or anything with its eval() and generate() (an ensemble.Lockstep)."""
+    """Greedy answers, batched by similar prompt length (as many a call as memory holds, or
+    evaluate.batch_size), left-padded, cut at the end of the turn. `model` is a transformers model or
+    anything with its eval() and generate() (an ensemble.Lockstep)."""
     stops = [chat.end_of_turn_id(tokenizer), tokenizer.eos_token_id]
     gen = GenerationConfig(
         max_new_tokens=p.evaluate.max_new_tokens,
@@ -52,26 +54,85 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
         use_generation_attention(member)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     order = order[distributed.rank() :: distributed.world_size()]  # this rank's share, lengths alike
+    calls = Calls(order, [len(prompts[i]) for i in order], transformers_models(model), p)
     answers: dict[int, str] = {}
-    bs = p.evaluate.batch_size
     with bar("generate", len(order), unit=" answers") as answers_bar:
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, i in enumerate(idx):
-                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]) :] = 1
-            ids, mask = ids.to(device()), mask.to(device())
-            shortest = min(range(len(idx)), key=lambda row: len(prompts[idx[row]]))  # the most padded
-            check_left_padding(model, ids[shortest], mask[shortest], prompts[idx[shortest]])
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+        while idx := calls.next():
+            try:
+                out, width = generate_call(model, tokenizer, [prompts[i] for i in idx], gen)
+            except torch.OutOfMemoryError:
+                calls.out_of_memory(idx)  # planned again, smaller
+                continue
             for row, i in enumerate(idx):
                 answers[i] = answer_text(tokenizer, out[row, width:].tolist(), stops)
             answers_bar.update(len(idx))
     merged = {i: a for share in distributed.gather(answers) for i, a in share.items()}
     return [merged[i] for i in range(len(prompts))]
+
+
+def generate_call(
+    model, tokenizer, prompts: list[list[int]], gen: GenerationConfig
+) -> tuple[torch.Tensor, int]:
+    """One generate call: the prompts left-padded to the longest, the padding checked on the most padded
+    one; returns the sequences and the padded prompt width after which the answers start."""
+    width = max(len(prompt) for prompt in prompts)
+    ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    ids, mask = ids.to(device()), mask.to(device())
+    shortest = min(range(len(prompts)), key=lambda row: len(prompts[row]))  # the most padded
+    check_left_padding(model, ids[shortest], mask[shortest], prompts[shortest])
+    return model.generate(input_ids=ids, attention_mask=mask, generation_config=gen), width
+
+
+class Calls:
+    """The generate calls still to make, as lists of prompt indices (ascending length): sized by
+    memory (batching.by_memory) under evaluate.batch_size: auto, else that many prompts a call. A call
+    that runs out of memory is planned again, with what remains, at half its estimated bytes."""
+
+    def __init__(self, order: list[int], lengths: list[int], models: list, p: config.Params) -> None:
+        self.order, self.lengths, self.new_tokens = order, lengths, p.evaluate.max_new_tokens
+        self.cost = batching.row_cost(models)
+        self.current: list[int] = []  # positions in `order` of the call being made
+        size = p.evaluate.batch_size
+        if size == "auto":
+            budget = batching.HEADROOM * batching.free_bytes(p.resources.max_gpu_memory_gib)
+            self.pending = batching.by_memory(lengths, self.new_tokens, self.cost, budget)
+            LOG.info(
+                f"generate: {len(order):,} prompts in {len(self.pending)} call(s) of up to "
+                f"{max(map(len, self.pending), default=0):,} ({budget / batching.GIB:.1f} GiB planned, "
+                f"{batching.HEADROOM:.0%} of the free memory; evaluate.batch_size sets a number instead)"
+            )
+        else:
+            self.pending = batching.fixed(len(order), size)
+
+    def next(self) -> list[int]:
+        """The next call's prompt indices; empty when every prompt is answered."""
+        if not self.pending:
+            return []
+        self.current = self.pending.pop(0)
+        return [self.order[pos] for pos in self.current]
+
+    def out_of_memory(self, idx: list[int]) -> None:
+        """The call `idx` did not fit: the rest, from it on, in calls of half its estimated bytes (torch
+        keeps the freed memory cached for them)."""
+        if len(idx) == 1:
+            raise UserError(
+                "out of GPU memory generating a single answer: lower evaluate.max_new_tokens or "
+                "data.max_length, or free the GPU of other processes"
+            )
+        start = self.current[0]
+        widths = self.lengths[start : start + len(idx)]
+        budget = batching.call_bytes(widths, self.new_tokens, self.cost) / 2
+        rest = self.lengths[start:]
+        calls = batching.by_memory(rest, self.new_tokens, self.cost, budget)
+        self.pending = [[start + pos for pos in call] for call in calls]
+        LOG.warning(
+            f"generate: a call of {len(idx):,} prompts ran out of GPU memory; the remaining {len(rest):,} "
+            f"go in {len(self.pending)} smaller calls ({budget / batching.GIB:.1f} GiB planned each)"
+        )
 
 
 def grouped_eager_attention(module, query, key, value, attention_mask, scaling=None, softcap=None, **kwargs):
