@@ -1,0 +1,1 @@
+"""Training-speed measurement on synthetic shapes (the bench command) and its table."""

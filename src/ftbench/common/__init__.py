@@ -1,0 +1,1 @@
+"""What every stage shares: params, paths, atomic writes, errors, progress, resources and tracking."""

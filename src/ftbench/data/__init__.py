@@ -1,0 +1,1 @@
+"""Reading, formatting and splitting instruction data into the tokenized rows every stage reads."""

@@ -1,0 +1,1 @@
+"""Model evaluation: greedy generation (sized by memory), scoring and bootstrap statistics."""

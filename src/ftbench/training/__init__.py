@@ -1,0 +1,1 @@
+"""The training loop shared by every recipe: passes, CUDA graphs and resumable checkpoints."""
