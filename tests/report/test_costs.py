@@ -71,3 +71,18 @@ def test_a_resumed_training_stage_is_charged_its_earlier_attempts_training_secon
     report.run(p)
     after = json.loads(paths.REPORT_JSON.read_text())["models"]["galore"]["cost"]["wall_s"]
     assert after == pytest.approx(before + 12.0 / len(p.runs("galore")))
+
+
+def test_a_models_gpu_memory_is_its_training_and_its_loaded_model_not_generations():
+    """evaluate.batch_size: auto fills the free memory: generation's peak (37 GiB on an H100 for every
+    model) would hide the methods' training memory."""
+    built = [{"peak_gpu_gib": 5.9}, {"peak_gpu_gib": None}]
+    evaluation = {
+        "peak_gpu_gib": 37.2,
+        "phase_peak_gpu_gib": {"load": 1.6, "merge": 6.1, "generate": 37.2, "test_loss": 37.2},
+    }
+    assert costs.model_gpu_peaks(built, evaluation) == [5.9, 1.6, 6.1]
+    assert costs.model_gpu_peaks([], {"peak_gpu_gib": 2.5, "phase_peak_gpu_gib": {"load": 2.5}}) == [2.5]
+    # a record without phase peaks (a CPU's, or older) counts whole
+    assert costs.model_gpu_peaks(built, {"peak_gpu_gib": 37.2}) == [5.9, 37.2]
+    assert costs.model_gpu_peaks([], {"peak_gpu_gib": None}) == []

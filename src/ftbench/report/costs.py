@@ -6,6 +6,9 @@ from __future__ import annotations
 from ftbench.common import config, paths
 from ftbench.common.atomic import read_jsonl
 
+# An evaluation's phases before it generates: the model loaded (and merged) as it is scored
+MODEL_PHASES = ("load", "merge")
+
 
 def chain(name: str, p: config.Params) -> list[str]:
     """Resource records of the stages that built a model, earliest first (base: none). An ensemble is built
@@ -33,10 +36,10 @@ def cost(name: str, p: config.Params, resources: dict, generated: int) -> dict:
     stages trained on and the `generated` tokens of its answers, each divided by its runs (each stage ran
     them all: one per dataset, and per seed for a trained model, so that a trained model is not charged
     for its seeds beside the base model); a training stage that resumed from a checkpoint is charged its
-    earlier attempts' training seconds too. Memory: the largest peak of its stages."""
+    earlier attempts' training seconds too. Memory: the largest peak of its stages (GPU: model_gpu_peaks)."""
     runs = len(p.runs(name))
     stages = [resources[s] for s in cost_stages(name, p)]
-    gpu = [s["peak_gpu_gib"] for s in stages if s["peak_gpu_gib"] is not None]
+    gpu = model_gpu_peaks([resources[s] for s in chain(name, p)], resources[f"evaluate-{name}"])
     return {
         "wall_s": sum(s["wall_s"] + s.get("resumed_train_s", 0) for s in stages) / runs,
         "peak_gpu_gib": max(gpu) if gpu else None,
@@ -44,6 +47,18 @@ def cost(name: str, p: config.Params, resources: dict, generated: int) -> dict:
         "tokens_trained": sum(resources[s].get("tokens", 0) for s in chain(name, p)) / runs,
         "tokens_generated": generated / runs,
     }
+
+
+def model_gpu_peaks(built: list[dict], evaluation: dict) -> list[float]:
+    """The GPU peaks that are the model's cost: the stages that built it, and its evaluation up to the
+    model as scored (its MODEL_PHASES). Not generation's: evaluate.batch_size: auto fills whatever memory
+    the GPU has free, so its peak measures the GPU, not the method (the per-stage table has it). A record
+    without phase peaks counts whole."""
+    peaks = [s["peak_gpu_gib"] for s in built if s["peak_gpu_gib"] is not None]
+    phases = evaluation.get("phase_peak_gpu_gib")
+    if phases:
+        return peaks + [v for k, v in phases.items() if k in MODEL_PHASES]
+    return peaks + ([evaluation["peak_gpu_gib"]] if evaluation["peak_gpu_gib"] is not None else [])
 
 
 def generated_tokens(name: str, p: config.Params, tokenizer) -> int:

@@ -55,7 +55,9 @@ def resources_section(p: config.Params, resources: dict, costs: dict[str, dict])
             stage_rows,
         ),
         "Per model and run: summed over the stages that built it and its evaluation, divided by its runs "
-        "(peaks: the largest of its stages; the model stage, shared by every model, is not counted; "
+        "(peaks: the largest of its stages; on a GPU, of its training and its evaluation's model as loaded, "
+        "not generation's, whose calls evaluate.batch_size: auto sizes to the free memory; the model stage, "
+        "shared by every model, is not counted; "
         "tokens generated: its answers re-tokenized with the base tokenizer, stop token not counted):",
         Table(
             [
