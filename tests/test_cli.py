@@ -149,10 +149,12 @@ def test_the_process_is_prepared_before_the_command_module_is_imported(monkeypat
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     monkeypatch.setattr(cli, "prepare_process", lambda: order.append("prepared"))
     real = importlib.import_module
-    monkeypatch.setattr(importlib, "import_module", lambda name: order.append(name) or real(name))
+    monkeypatch.setattr(
+        importlib, "import_module", lambda name, *rest: order.append(name) or real(name, *rest)
+    )
     with pytest.raises(SystemExit) as done:
         cli.main(["model", "--help"])
-    assert done.value.code == 0 and order[:2] == ["prepared", "ftbench.stages.model"]
+    assert done.value.code == 0 and order[0] == "prepared" and "ftbench.stages.model" in order
     assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ  # prepare_process, replaced here, is what sets it
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from ftbench.common import commands, progress
+from ftbench.common import commands, config, gpus, progress
 from ftbench.common.errors import UserError, exit_for_user_error
 
 # Forward passes change shape from one micro-batch to the next; with fixed-size segments the CUDA
@@ -50,7 +50,20 @@ def main(argv: list[str] | None = None) -> None:
         ap.print_help(sys.stderr)
         raise SystemExit(2)
     prepare_process()
-    run(importlib.import_module(f"ftbench.stages.{args.command}").main, args.args)
+    run(lambda rest: stage(args.command, rest), args.args)
+
+
+def stage(command: str, argv: list[str]) -> None:
+    """The command, on the GPUs it claims first (ftbench.common.gpus): their lock files stay open, so no
+    other stage takes them, until it returns."""
+    wanted = commands.COMMANDS[command].gpus
+    asks_help = {"-h", "--help"} & set(argv)
+    held = gpus.claim(wanted(config.load()), command) if wanted and not asks_help and gpus.pool() else []
+    try:
+        importlib.import_module(f"ftbench.stages.{command}").main(argv)
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def prepare_process() -> None:

@@ -50,6 +50,12 @@ class Command:
     reads: tuple[str, ...]
     """params.yaml keys (sections stand for every key in them); dvc.yaml's `params:` for a stage."""
     argument: Argument | None = None
+    gpus: Callable[[config.Params], int | str] | None = None
+    """How many GPUs the command claims before it starts (ftbench.common.gpus); None: it claims none."""
+
+
+def gpus_param(p: config.Params) -> int | str:
+    return p.resources.gpus
 
 
 COMMANDS = {
@@ -59,6 +65,7 @@ COMMANDS = {
         "train one method on every dataset, once per seed, into models/<method>",
         ("seed", "seeds", "data.datasets", "train", "resources"),
         Argument("method", "a method of params.yaml", lambda p: list(p.methods), ("methods.<method>",)),
+        gpus=gpus_param,
     ),
     "merge": Command(
         "fold a QLoRA method's adapter into a full-precision model, models/merged/<method>",
@@ -69,6 +76,7 @@ COMMANDS = {
             lambda p: list(p.merge),
             ("merge.<method>", "methods.<method>.recipe"),
         ),
+        gpus=lambda p: 1,  # one process
     ),
     "evaluate": Command(
         "answer each test split and score the answers (BLEU-4, ROUGE) into metrics/eval",
@@ -86,6 +94,7 @@ COMMANDS = {
             ("seeds", "methods.<method>.recipe"),
             base=True,
         ),
+        gpus=gpus_param,
     ),
     "ensemble": Command(
         "answer each test split with an ensemble's members decoding together, and score the answers",
@@ -103,6 +112,7 @@ COMMANDS = {
             ("seeds", "ensembles.<method>"),
             member_reads=("methods.<member>.recipe",),
         ),
+        gpus=gpus_param,
     ),
     "report": Command(
         "compare the methods: metrics/report.md and report.html, intervals, costs, plots",

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from ftbench.common import distributed, paths
+from ftbench.common import distributed, gpus, paths
 from ftbench.common.atomic import write_json
 from ftbench.common.progress import LOG
 
@@ -313,7 +313,13 @@ def measure(stage: str, write: bool = True) -> Iterator[Record]:
     # from the process's start to here: interpreter, imports, CUDA start-up and params; with started_at and
     # finished_at it splits a `dvc repro`'s time between the stages, their start-up and DVC (stage_table.py)
     started_at = time.time()
-    record["startup_s"] = round(started_at - me.create_time(), 2)
+    waited = float(os.environ.get(gpus.WAITED_ENV, 0))  # for GPUs held by stages beside it: not start-up
+    # (torchrun's ranks started after their launcher's wait)
+    record["startup_s"] = round(
+        started_at - me.create_time() - (0 if "LOCAL_RANK" in os.environ else waited), 2
+    )
+    if gpus.WAITED_ENV in os.environ:
+        record.update(gpus=os.environ.get("CUDA_VISIBLE_DEVICES"), gpu_wait_s=round(waited, 2))
     cpu0, t0 = me.cpu_times(), time.perf_counter()
     with Sampler() as sampler:
         record.gpu = sampler.gpu
