@@ -17,7 +17,7 @@ HOLDER = """
 import sys
 from ftbench.common import gpus, progress
 progress.configure()
-held = gpus.claim(sys.argv[1], "test")
+held = gpus.claim(gpus.pool(), sys.argv[1], "test")
 import os
 print(os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 sys.stdin.read()
@@ -87,7 +87,7 @@ def test_a_stage_never_holds_part_of_what_it_waits_for(fake_gpus):
 
 def test_more_gpus_than_the_machine_has_is_one_line(fake_gpus):
     with pytest.raises(UserError, match="resources.gpus: 3, but this machine has 2 GPU"):
-        gpus.claim(3, "train")
+        gpus.claim(gpus.pool(), 3, "train")
 
 
 def test_the_pool_is_the_visible_devices_and_nothing_without_gpus(monkeypatch):
@@ -96,12 +96,12 @@ def test_the_pool_is_the_visible_devices_and_nothing_without_gpus(monkeypatch):
     assert gpus.pool() == ["2", "3"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert gpus.pool() == []  # this machine: no NVIDIA driver
-    assert gpus.claim(1, "train") == []
+    assert gpus.claim(gpus.pool(), 1, "train") == []
 
 
 def test_torchruns_ranks_use_their_launchers_claim(fake_gpus, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert gpus.claim(2, "train") == []
+    assert gpus.claim(gpus.pool(), 2, "train") == []
 
 
 def test_help_never_waits_for_a_gpu(fake_gpus, monkeypatch):

@@ -57,8 +57,8 @@ def stage(command: str, argv: list[str]) -> None:
     """The command, on the GPUs it claims first (ftbench.common.gpus): their lock files stay open, so no
     other stage takes them, until it returns."""
     wanted = commands.COMMANDS[command].gpus
-    asks_help = {"-h", "--help"} & set(argv)
-    held = gpus.claim(wanted(config.load()), command) if wanted and not asks_help and gpus.pool() else []
+    devices = gpus.pool() if wanted and not {"-h", "--help"} & set(argv) else []
+    held = gpus.claim(devices, wanted(config.load()), command) if devices else []  # params only with GPUs
     try:
         importlib.import_module(f"ftbench.stages.{command}").main(argv)
     finally:

@@ -323,7 +323,7 @@ class EvaluateParams(Strict):
 class ResourceParams(Strict):
     max_gpu_memory_gib: Annotated[float, Field(gt=0)] | None
     """Cap on this process's GPU memory (torch's allocator fails beyond it); None = the whole GPU."""
-    gpus: PositiveInt | Literal["auto"]
+    gpus: AutoOrCount
     """Data-parallel processes for training and evaluation, one per GPU; auto = every visible GPU."""
     peak_tflops: Annotated[float, Field(gt=0)] | None
     """The GPU's dense bf16 peak for MFU; None looks the GPU up in a table of known ones."""

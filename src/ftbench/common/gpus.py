@@ -48,12 +48,11 @@ def lock_dir() -> Path:
     return folder
 
 
-def claim(wanted: int | str, label: str) -> list[int]:
-    """Take `wanted` devices of the pool (`auto`: all) that no other process holds, waiting while there
+def claim(devices: list[str], wanted: int | str, label: str) -> list[int]:
+    """Take `wanted` of `devices` (the pool; `auto`: all) that no other process holds, waiting while there
     are not enough, and make them this process's CUDA_VISIBLE_DEVICES. Returns the open lock files: they
     must stay open as long as the stage runs. Under torchrun (the ranks of a stage that claimed them) and
     without GPUs it takes nothing."""
-    devices = pool()
     if not devices or "LOCAL_RANK" in os.environ:
         return []
     count = len(devices) if wanted == "auto" else int(wanted)

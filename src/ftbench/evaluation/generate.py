@@ -61,7 +61,7 @@ def generate(model, tokenizer, prompts: list[list[int]], p: config.Params) -> li
             try:
                 out, width = generate_call(model, tokenizer, [prompts[i] for i in idx], gen)
             except torch.OutOfMemoryError:
-                calls.out_of_memory(idx)  # planned again, smaller
+                calls.out_of_memory()  # planned again, smaller
                 continue
             for row, i in enumerate(idx):
                 answers[i] = answer_text(tokenizer, out[row, width:].tolist(), stops)
@@ -115,23 +115,24 @@ class Calls:
         self.current = self.pending.pop(0)
         return [self.order[pos] for pos in self.current]
 
-    def out_of_memory(self, idx: list[int]) -> None:
-        """The call `idx` did not fit: the rest, from it on, in calls of half its estimated bytes (torch
+    def out_of_memory(self) -> None:
+        """The current call did not fit: the rest, from it on, in calls of half its estimated bytes (torch
         keeps the freed memory cached for them)."""
-        if len(idx) == 1:
+        if len(self.current) == 1:
             raise UserError(
                 "out of GPU memory generating a single answer: lower evaluate.max_new_tokens or "
                 "data.max_length, or free the GPU of other processes"
             )
         start = self.current[0]
-        widths = self.lengths[start : start + len(idx)]
+        widths = [self.lengths[pos] for pos in self.current]
         budget = batching.call_bytes(widths, self.new_tokens, self.cost) / 2
         rest = self.lengths[start:]
         calls = batching.by_memory(rest, self.new_tokens, self.cost, budget)
         self.pending = [[start + pos for pos in call] for call in calls]
         LOG.warning(
-            f"generate: a call of {len(idx):,} prompts ran out of GPU memory; the remaining {len(rest):,} "
-            f"go in {len(self.pending)} smaller calls ({budget / batching.GIB:.1f} GiB planned each)"
+            f"generate: a call of {len(self.current):,} prompts ran out of GPU memory; the remaining "
+            f"{len(rest):,} go in {len(self.pending)} smaller calls "
+            f"({budget / batching.GIB:.1f} GiB planned each)"
         )
 
 

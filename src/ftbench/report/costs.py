@@ -39,7 +39,7 @@ def cost(name: str, p: config.Params, resources: dict, generated: int) -> dict:
     earlier attempts' training seconds too. Memory: the largest peak of its stages (GPU: model_gpu_peaks)."""
     runs = len(p.runs(name))
     stages = [resources[s] for s in cost_stages(name, p)]
-    gpu = model_gpu_peaks([resources[s] for s in chain(name, p)], resources[f"evaluate-{name}"])
+    gpu = model_gpu_peaks(stages[:-1], stages[-1])  # cost_stages: the chain, then the evaluation
     return {
         "wall_s": sum(s["wall_s"] + s.get("resumed_train_s", 0) for s in stages) / runs,
         "peak_gpu_gib": max(gpu) if gpu else None,
