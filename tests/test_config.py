@@ -30,6 +30,12 @@ def test_a_params_file_from_before_the_pass_budget_moved_names_where_it_went(tmp
     assert "train.micro_batch_tokens is now each method's own key" in message and "\n" not in message
 
 
+def test_a_section_that_is_no_mapping_is_one_line_naming_it(tmp_path):
+    """hypothesis found `train: 1` raising a TypeError before the params were validated."""
+    message = error_for(tmp_path, lambda p: p.update(train=1))
+    assert message.startswith(f"{tmp_path / 'params.yaml'}: train:") and "\n" not in message
+
+
 def test_project_params_load_with_the_seed_hyperparameters():
     p = config.load(ROOT / "params.yaml")
     q = p.methods["qlora"]

@@ -423,7 +423,8 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
         raise UserError(f"{path}: not valid YAML ({_one_line(err)})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level")
-    if "micro_batch_tokens" in (raw.get("train") or {}):  # a params.yaml from before the key moved
+    train = raw.get("train")
+    if isinstance(train, dict) and "micro_batch_tokens" in train:  # a params.yaml from before the key moved
         raise UserError(
             f"{path}: train.micro_batch_tokens is now each method's own key: move it to "
             "methods.<name>.micro_batch_tokens (the project's params.yaml sets it per method)"
