@@ -61,6 +61,10 @@ build_model('$shape', AutoTokenizer.from_pretrained('${TOKENIZER:?random weights
     mv "$MODEL.new" "$MODEL" || exit 3
   export MODEL
 fi
+# the data the study's data stage reads, copied into the study when it is made: refuse before any time goes
+# (a call's carry brings it only for that call: the next call's tree no longer has it)
+data=.gpu/$([ "${DATASET:-gsm8k}" = alpaca ] && echo alpaca_en_demo.json || echo gsm8k.jsonl)
+[ -f "$data" ] || [ -d "$STUDY" ] || { echo "h200_study: $data is missing: carry it in the call that starts the study"; exit 6; }
 if [ ! -d "$STUDY" ]; then
   mkdir -p "$STUDY" && tar cf - --exclude=./.whl --exclude=./.git --exclude=./.venv --exclude=./.gpu/gguf . |
     tar xf - -C "$STUDY"
@@ -99,6 +103,7 @@ PY
 else
   cd "$STUDY" || exit 1
 fi
+[ -f "$data" ] || { echo "h200_study: $STUDY/$data is missing: copy it there (the study reads its own copy)"; exit 6; }
 # a target that names no stage would make this call's `dvc repro` run nothing: refuse it before the time goes
 if [ -n "${TARGETS:-}" ]; then
   stages=$(python3 -m dvc stage list --name-only)

@@ -165,3 +165,11 @@ def test_preparing_the_process_sets_the_allocator_but_keeps_a_users_own(monkeypa
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "backend:native")
     cli.prepare_process()
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "backend:native"
+
+
+@pytest.mark.parametrize("command", [["train", "qlora"], ["evaluate", "base"], ["merge", "qlora"]])
+def test_a_stage_before_its_inputs_is_one_line_naming_the_stage_to_run(command, project, capsys):
+    code, out, err = ftbench(command, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("ftbench: error: models/base is missing; run the stage that writes it first")
+    assert err.endswith("`dvc repro model`\n") and not out

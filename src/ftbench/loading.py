@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from ftbench import chat
+from ftbench.common.paths import require
 
 
 def device() -> torch.device:
@@ -32,7 +33,7 @@ def configure_attention() -> None:
 
 
 def load_tokenizer(path: str | Path):
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(require(path))
     chat.ensure_chat_template(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -42,7 +43,7 @@ def load_tokenizer(path: str | Path):
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32):
     """A full-precision model on the default device; fp32 master weights unless told otherwise."""
     return AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, use_safetensors=True, device_map={"": device()}
+        require(path), dtype=dtype, use_safetensors=True, device_map={"": device()}
     )
 
 
@@ -59,7 +60,7 @@ def nf4_config() -> BitsAndBytesConfig:
 def load_nf4(path: str | Path):
     """The base model with every linear layer but the output head in NF4 (bitsandbytes' default)."""
     return AutoModelForCausalLM.from_pretrained(
-        path,
+        require(path),
         quantization_config=nf4_config(),
         dtype=compute_dtype(),
         use_safetensors=True,

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from ftbench.common.errors import UserError
+
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
 BASE = MODELS / "base"
@@ -34,3 +36,30 @@ def predictions_file(name: str, run) -> Path:
 
 def split_file(dataset: str, split: str) -> Path:
     return PREPARED / dataset / f"{split}.jsonl"
+
+
+def writer(path: Path) -> str | None:
+    """The dvc.yaml stage that writes `path` (data, model, train@<m>, merge@<m>), or None for a path no
+    stage writes."""
+    parts = Path(path).parts
+    if parts[: len(PREPARED.parts)] == PREPARED.parts:
+        return "data"
+    if parts[: len(BASE.parts)] == BASE.parts:
+        return "model"
+    if parts[:2] == (MODELS.name, "merged") and len(parts) > 2:
+        return f"merge@{parts[2]}"
+    if parts[:1] == (MODELS.name,) and len(parts) > 1:
+        return f"train@{parts[1]}"
+    return None
+
+
+def require(path: Path) -> Path:
+    """`path`, which a stage reads; missing, one error line naming the stage that writes it. A stage run
+    alone before its inputs exist would otherwise end in a traceback (transformers even takes a missing
+    models/base for a model id on the hub)."""
+    if Path(path).exists():
+        return path
+    stage = writer(path)
+    if stage is None:
+        raise UserError(f"{path} does not exist")
+    raise UserError(f"{path} is missing; run the stage that writes it first: `dvc repro {stage}`")

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ftbench.common import config, distributed
+from ftbench.common import config, distributed, paths
 from ftbench.common.errors import UserError
 from ftbench.loading import compute_dtype, load_model
 
@@ -159,7 +159,7 @@ class AdapterRecipe(Recipe):
     def load_trained(self, base: Path, folder: Path):
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(self.base(base), folder)
+        return PeftModel.from_pretrained(self.base(base), paths.require(folder))
 
 
 # ---------------------------------------------------------------- GaLore

@@ -82,7 +82,7 @@ def model_for_eval(name: str, run: config.Run, p: config.Params, rows: list[dict
 
 def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record: resources.Record) -> dict:
     LOG.info(f"evaluate {name} on {run.key}")
-    rows = read_jsonl(paths.split_file(run.dataset, "test"))
+    rows = read_jsonl(paths.require(paths.split_file(run.dataset, "test")))
     model, facts = model_for_eval(name, run, p, rows, record)
     with record.phase("generate"):
         predictions = generate(model, tokenizer, generation_prompts(rows), p)

@@ -51,7 +51,7 @@ def train_one(
         model, optimizer, facts = recipe.setup(init, method, p, run.seed)
         liger = use_liger_kernels(model, p)
         compile_layers(model, p)
-        rows = read_jsonl(paths.split_file(run.dataset, "train"))
+        rows = read_jsonl(paths.require(paths.split_file(run.dataset, "train")))
         steps = optimizer_steps(rows, method, p, run.seed)
         passes = Passes.setup(model, method, p, steps)
     where = checkpoint.folder(name, run.key)
@@ -60,7 +60,7 @@ def train_one(
         result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, ckpt, passes)
     graphed, graph_lengths = passes.graphs is not None, graphs.lengths(passes.graphs)  # for the record
     passes.release(model)  # before validation, which runs eagerly
-    validation = read_jsonl(paths.split_file(run.dataset, "validation"))
+    validation = read_jsonl(paths.require(paths.split_file(run.dataset, "validation")))
     # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
     # loss is summed over them) against the validation loss, computed once; where there are none, on
     # one step's training rows, which only such a recipe scores
