@@ -17,7 +17,6 @@ import time
 import torch
 
 from ftbench.common import config, paths
-from ftbench.common.atomic import read_jsonl
 from ftbench.recipes import galore
 from ftbench.training import loop
 
@@ -40,7 +39,7 @@ def main(n_steps: int, budget: str | None) -> None:
     p = config.load()
     p = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": n_steps})})
     dataset = next(iter(p.data.datasets))
-    rows = read_jsonl(paths.split_file(dataset, "train"))
+    rows = paths.split_rows(dataset, "train")
     method = p.methods["galore"]
     if budget is not None:
         method = method.model_copy(update={"micro_batch_tokens": None if budget == "null" else int(budget)})

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from ftbench.common.atomic import read_jsonl
 from ftbench.common.errors import UserError
 
 PREPARED = Path("data/prepared")
@@ -36,6 +37,11 @@ def predictions_file(name: str, run) -> Path:
 
 def split_file(dataset: str, split: str) -> Path:
     return PREPARED / dataset / f"{split}.jsonl"
+
+
+def split_rows(dataset: str, split: str) -> list[dict]:
+    """The data stage's rows of one split (missing: one line saying to run the data stage)."""
+    return read_jsonl(require(split_file(dataset, split)))
 
 
 def writer(path: Path) -> str | None:

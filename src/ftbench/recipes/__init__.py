@@ -159,7 +159,8 @@ class AdapterRecipe(Recipe):
     def load_trained(self, base: Path, folder: Path):
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(self.base(base), paths.require(folder))
+        adapter = paths.require(folder)  # before the base model's load, which a missing adapter would waste
+        return PeftModel.from_pretrained(self.base(base), adapter)
 
 
 # ---------------------------------------------------------------- GaLore

@@ -9,7 +9,6 @@ tokens, scoring and the written files are the evaluate stage's; only the decoder
 from __future__ import annotations
 
 from ftbench.common import config, paths, tracking
-from ftbench.common.atomic import read_jsonl
 from ftbench.common.progress import LOG
 from ftbench.evaluation.generate import generate, generation_prompts
 from ftbench.evaluation.lockstep import Lockstep
@@ -22,7 +21,7 @@ def ensemble_run(name: str, run: config.Run, p: config.Params, tokenizer, record
     """One dataset and seed: each member's model of that run, decoding together."""
     ensemble = p.ensembles[name]
     LOG.info(f"evaluate {name} ({' + '.join(ensemble.members)}) on {run.key}")
-    rows = read_jsonl(paths.require(paths.split_file(run.dataset, "test")))
+    rows = paths.split_rows(run.dataset, "test")
     loaded = [evaluate.model_for_eval(m, run, p, rows, record) for m in ensemble.members]
     decoder = Lockstep([model for model, _ in loaded], ensemble.normalized_weights(), ensemble.average)
     with record.phase("generate"):

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 from ftbench import recipes
 from ftbench.common import commands, config, distributed, paths, resources, tracking
-from ftbench.common.atomic import read_jsonl
 from ftbench.common.progress import LOG
 from ftbench.evaluation.generate import generate, generation_prompts
 from ftbench.evaluation.score import logged, scored_run, summarize
@@ -82,7 +81,7 @@ def model_for_eval(name: str, run: config.Run, p: config.Params, rows: list[dict
 
 def evaluate_run(name: str, run: config.Run, p: config.Params, tokenizer, record: resources.Record) -> dict:
     LOG.info(f"evaluate {name} on {run.key}")
-    rows = read_jsonl(paths.require(paths.split_file(run.dataset, "test")))
+    rows = paths.split_rows(run.dataset, "test")
     model, facts = model_for_eval(name, run, p, rows, record)
     with record.phase("generate"):
         predictions = generate(model, tokenizer, generation_prompts(rows), p)

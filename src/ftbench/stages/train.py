@@ -10,7 +10,7 @@ import torch
 
 from ftbench import recipes
 from ftbench.common import commands, config, distributed, paths, resources, tracking
-from ftbench.common.atomic import atomic_path, read_jsonl, write_json
+from ftbench.common.atomic import atomic_path, write_json
 from ftbench.common.progress import LOG
 from ftbench.loading import configure_attention, load_tokenizer
 from ftbench.loss import answer_tokens, causal_lm, liger_available, mean_loss
@@ -51,7 +51,7 @@ def train_one(
         model, optimizer, facts = recipe.setup(init, method, p, run.seed)
         liger = use_liger_kernels(model, p)
         compile_layers(model, p)
-        rows = read_jsonl(paths.require(paths.split_file(run.dataset, "train")))
+        rows = paths.split_rows(run.dataset, "train")
         steps = optimizer_steps(rows, method, p, run.seed)
         passes = Passes.setup(model, method, p, steps)
     where = checkpoint.folder(name, run.key)
@@ -60,7 +60,7 @@ def train_one(
         result = fit(recipe, model, optimizer, steps, f"train@{name}", p, st.log_step, ckpt, passes)
     graphed, graph_lengths = passes.graphs is not None, graphs.lengths(passes.graphs)  # for the record
     passes.release(model)  # before validation, which runs eagerly
-    validation = read_jsonl(paths.require(paths.split_file(run.dataset, "validation")))
+    validation = paths.split_rows(run.dataset, "validation")
     # a recipe that saves another form (a merge) checks it on the validation rows (on every rank: the
     # loss is summed over them) against the validation loss, computed once; where there are none, on
     # one step's training rows, which only such a recipe scores
