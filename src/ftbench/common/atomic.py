@@ -24,7 +24,12 @@ def atomic_path(target: str | Path, is_dir: bool = False) -> Iterator[Path]:
         staged.mkdir()
     try:
         yield staged
-        _remove(target)
+        # A rename puts a file over a file in one step, so a reader (or a resume after a kill) never finds
+        # it missing. It cannot put a file over a folder, or a folder over a file or a full folder: then the
+        # old one moves aside first and is deleted with the temporary folder once the new one is in place.
+        folder_involved = staged.is_dir() or (target.is_dir() and not target.is_symlink())
+        if folder_involved and os.path.lexists(target):
+            os.replace(target, tmp / "replaced")
         os.replace(staged, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -38,13 +43,6 @@ def remove_leftovers(target: str | Path, older_than_s: float) -> None:
         with contextlib.suppress(OSError):  # another process may be removing it too
             if leftover.is_dir() and time.time() - leftover.stat().st_mtime > older_than_s:
                 shutil.rmtree(leftover)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def write_json(path: str | Path, obj: object) -> None:
