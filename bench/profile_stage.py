@@ -48,7 +48,8 @@ def summary(prof, wall_s: float, label: str) -> str:
         return f"# {label}\nprofiled wall {wall_s:.1f} s; no GPU kernels ran (no CUDA device?)\n"
     by_kind: dict[str, float] = {}
     for e in kernels:
-        by_kind[kind(e.key)] = by_kind.get(kind(e.key), 0.0) + e.self_device_time_total / 1e6
+        k = kind(e.key)
+        by_kind[k] = by_kind.get(k, 0.0) + e.self_device_time_total / 1e6
     lines = [
         f"# {label}",
         f"profiled wall {wall_s:.1f} s; GPU kernels {busy_s:.1f} s ({busy_s / wall_s:.0%} of the wall, "

@@ -3,6 +3,7 @@ tiny random Gemma 3 on the small one."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -78,6 +79,14 @@ def tiny_model_dir(tmp_path_factory, small_tokenizer_dir) -> Path:
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def load_script(path: Path):
+    """A tool or bench script (not a package module) imported by its path, for tests of its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_params(folder: Path, model_dir: Path, **overrides) -> dict:

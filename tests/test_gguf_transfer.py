@@ -1,20 +1,18 @@
 """tools/gguf_transfer.py: chunks carried one run at a time rebuild the exact part packages."""
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from .conftest import load_script
 
 SCRIPT = Path(__file__).parents[1] / "tools" / "gguf_transfer.py"
 
 
 @pytest.fixture(scope="module")
 def transfer():
-    spec = importlib.util.spec_from_file_location("gguf_transfer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def fake_parts(tmp_path: Path) -> tuple[list, Path]:

@@ -3,21 +3,12 @@ run (its published records, results/2026-11-29-h200-bench-1b-alpaca-padded) pass
 (tests/data/image_check/cpu-run.jsonl, the script's own bench on the 2-core machine) and H200 runs with
 a part of the GPU path missing fail, each naming what is missing."""
 
-import importlib.util
 import json
 import tarfile
 
-from .conftest import ROOT
+from .conftest import ROOT, load_script
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("image_check", ROOT / "tools" / "image_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-image_check = load_script()
+image_check = load_script(ROOT / "tools" / "image_check.py")
 
 
 H200_RUN = ROOT / "results" / "2026-11-29-h200-bench-1b-alpaca-padded" / "records.tgz"
